@@ -1,0 +1,343 @@
+"""Async facade over one model: `generate(request)` streams deltas; one step-loop thread decodes.
+
+The loop thread owns the scheduler, runner and llama context. Callers talk to it through a
+thread-safe inbox; results come back on each request's asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from minimill.config import EngineConfig
+from minimill.engine.llama import (
+    JSON_OBJECT_GRAMMAR,
+    ContextShape,
+    LlamaContext,
+    LlamaModel,
+    json_schema_to_grammar,
+)
+from minimill.engine.output import TextStream
+from minimill.engine.plan import SampledToken
+from minimill.engine.runner import ChoiceSampler, Runner
+from minimill.engine.scheduler import Scheduler, SchedulerCounters, SchedulerLimits
+from minimill.engine.sequence import Sequence as Seq
+from minimill.engine.sequence import SeqStatus
+from minimill.engine.types import ChoiceDelta, FinishReason, GenerationRequest, TokenLogprob, Usage
+from minimill.errors import CapacityExceeded, ContextOverflow, EngineUnavailable, InvalidRequest
+from minimill.metrics import Metrics
+from minimill.models.chat import ChatMessage, ChatTemplate
+
+log = logging.getLogger(__name__)
+IDLE_CHECK_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of the engine for /health and metrics."""
+
+    waiting: int
+    running: int
+    retained: int
+    kv_used: int
+    kv_total: int
+    healthy: bool
+
+
+@dataclass(slots=True, eq=False)
+class _Choice:
+    index: int
+    seq: Seq
+    text: TextStream
+    done: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    """A submitted request as the loop thread sees it."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    outbox: asyncio.Queue[ChoiceDelta | Usage | Exception]
+    choices: list[_Choice]
+    submitted: float = field(default_factory=time.monotonic)
+    first_token: bool = False
+    finished: bool = False
+
+    def send(self, item: ChoiceDelta | Usage | Exception) -> None:
+        self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+
+
+class Engine:
+    """One model served: tokenization, chat templates, and generation with continuous batching."""
+
+    def __init__(self, name: str, model: LlamaModel, config: EngineConfig, metrics: Metrics) -> None:
+        self.name = name
+        self.model = model
+        self.config = config
+        self.created = int(time.time())
+        threads = config.threads or max(1, os.cpu_count() or 1)
+        shape = ContextShape(n_ctx=config.kv_size, n_seq_max=config.max_seqs,
+                             n_batch=config.step_tokens + config.max_seqs, threads=threads,
+                             kv_type=config.kv_type)
+        self.ctx = LlamaContext(model, shape)
+        self.n_ctx = min(self.ctx.n_ctx, model.n_ctx_train)
+        self.scheduler = Scheduler(SchedulerLimits(kv_cells=self.ctx.n_ctx, max_seqs=config.max_seqs,
+                                                   step_tokens=config.step_tokens,
+                                                   retain_finished=config.retain_finished))
+        self.runner = Runner(self.ctx)
+        self.template = ChatTemplate.for_model(
+            model.meta("tokenizer.chat_template"), model.meta("general.architecture"),
+            bos=model.detokenize([model.bos]) if model.bos >= 0 else "",
+            eos=model.detokenize([model.eos]) if model.eos >= 0 else "")
+        self._metrics = metrics
+        self._keys = itertools.count(1)
+        self._inbox: queue.SimpleQueue[tuple[str, _Request]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._live: dict[int, _Request] = {}  # seq key -> request, loop thread only
+        self._waiting = 0
+        self._healthy = True
+        self._rate_window: list[tuple[float, int]] = []
+        self._reported = SchedulerCounters()
+        metrics.kv_total.labels(name).set(self.ctx.n_ctx)
+        self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
+        self._thread.start()
+
+    # ---- text helpers (safe from any thread: they touch the vocabulary only) -------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of `text`."""
+        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of token ids."""
+        return self.model.detokenize(tokens)
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The model's chat template applied to `messages`, with the assistant turn opened."""
+        return self.template.render([ChatMessage(m["role"], m["content"]) for m in messages])
+
+    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt token ids for a chat (the template writes any BOS itself)."""
+        return self.tokenize(self.render_chat(messages), add_special=False, parse_special=True)
+
+    def grammar_from_json_schema(self, schema: dict[str, object]) -> str:
+        """GBNF constraining output to `schema`; InvalidRequest if it cannot be expressed."""
+        return json_schema_to_grammar(schema)
+
+    @property
+    def json_object_grammar(self) -> str:
+        """GBNF for any JSON object."""
+        return JSON_OBJECT_GRAMMAR
+
+    def stats(self) -> EngineStats:
+        """Current load; safe to read from any thread (values may be one step old)."""
+        s = self.scheduler
+        return EngineStats(waiting=self._waiting, running=len(s.running), retained=len(s.retained),
+                           kv_used=s.cells.used, kv_total=self.ctx.n_ctx, healthy=self._healthy)
+
+    # ---- generation --------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[ChoiceDelta | Usage]:
+        """Stream deltas of all choices, then one Usage. Raises before the first item on bad input.
+
+        Closing the iterator early (client gone) aborts the request and frees its KV.
+        """
+        self._validate(request)
+        if self._waiting + self._inbox.qsize() >= self.config.max_queue:
+            raise CapacityExceeded(f"{self.config.max_queue} requests are already waiting; retry shortly",
+                                   retry_after=1.0)
+        state = self._make_request(request)
+        self._submit("add", state)
+        try:
+            while True:
+                item = await state.outbox.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if isinstance(item, Usage):
+                    return
+        finally:
+            if not state.finished:
+                self._submit("abort", state)
+
+    def _validate(self, request: GenerationRequest) -> None:
+        prompt, params = request.prompt_tokens, request.params
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if any(not 0 <= t < self.model.n_vocab for t in prompt):
+            raise InvalidRequest(f"token ids must be in [0, {self.model.n_vocab})", param="prompt")
+        if len(prompt) + params.max_tokens > self.n_ctx:
+            raise ContextOverflow(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, you requested "
+                f"{len(prompt) + params.max_tokens} tokens ({len(prompt)} in the prompt, "
+                f"{params.max_tokens} for the completion). Please reduce the prompt or max_tokens.",
+                param="max_tokens" if len(prompt) < self.n_ctx else "messages", code="context_length_exceeded")
+
+    def _make_request(self, request: GenerationRequest) -> _Request:
+        params = request.params
+        choices: list[_Choice] = []
+        try:
+            for index in range(request.n):
+                seed = None if params.seed is None else params.seed + index
+                chain = self.model.make_sampler(params, seed)
+                key = next(self._keys)
+                seq = Seq(key=key, tenant=request.tenant, tokens=list(request.prompt_tokens),
+                          num_prompt=len(request.prompt_tokens), max_tokens=params.max_tokens)
+                self.runner.register(key, ChoiceSampler(chain, params.logprobs))
+                choices.append(_Choice(index=index, seq=seq, text=TextStream(params.stop)))
+        except InvalidRequest:
+            for choice in choices:
+                self.runner.unregister(choice.seq.key)
+            raise
+        return _Request(request=request, loop=asyncio.get_running_loop(), outbox=asyncio.Queue(),
+                        choices=choices)
+
+    def _submit(self, kind: str, state: _Request) -> None:
+        if self._stop.is_set():
+            raise EngineUnavailable("the engine is shutting down")
+        self._inbox.put((kind, state))
+        self._wake.set()
+
+    # ---- the step loop (engine thread) ---------------------------------------------------------
+    def _run(self) -> None:
+        last_check = time.monotonic()
+        while not self._stop.is_set():
+            self._drain_inbox()
+            if not self.scheduler.has_work:
+                if time.monotonic() - last_check > IDLE_CHECK_SECONDS:
+                    self.scheduler.check()
+                    last_check = time.monotonic()
+                self._wake.wait(IDLE_CHECK_SECONDS)
+                self._wake.clear()
+                continue
+            self._step()
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, state = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "add":
+                for choice in state.choices:
+                    self._live[choice.seq.key] = state
+                    self.scheduler.add(choice.seq)
+            else:
+                self._finish_request(state, outcome="aborted", abort=True)
+            self._waiting = len(self.scheduler.waiting)
+
+    def _step(self) -> None:
+        plan = self.scheduler.schedule()
+        try:
+            result = self.runner.execute(plan)
+        except Exception as exc:  # a native failure must fail requests, not hang them
+            log.exception("engine step failed; resetting the KV cache")
+            self._fail_all(exc)
+            return
+        advanced = self.scheduler.update(plan, result)
+        by_key = {sampled.key: sampled for sampled in result.sampled}
+        for seq in advanced:
+            self._on_token(seq, by_key[seq.key])
+        self._record(plan.num_tokens, len(advanced))
+
+    def _on_token(self, seq: Seq, sampled: SampledToken) -> None:
+        state = self._live[seq.key]
+        choice = next(c for c in state.choices if c.seq is seq)
+        if not state.first_token:
+            state.first_token = True
+            self._metrics.ttft.labels(self.name).observe(time.monotonic() - state.submitted)
+        params = state.request.params
+        token = sampled.token
+        finish: FinishReason | None = None
+        text = ""
+        if (not params.ignore_eos and self.model.is_eog(token)) or token in params.stop_token_ids:
+            finish = "stop"
+        else:
+            text = choice.text.push(self.model.piece(token))
+            if choice.text.stopped:
+                finish = "stop"
+            elif seq.num_generated >= seq.max_tokens or len(seq.tokens) >= self.n_ctx:
+                finish = "length"
+        if finish is not None and not choice.text.stopped:
+            text += choice.text.flush()
+        logprobs: tuple[TokenLogprob, ...] = (sampled.logprob,) if sampled.logprob is not None else ()
+        state.send(ChoiceDelta(index=choice.index, text=text, token_ids=(token,), logprobs=logprobs,
+                               finish_reason=finish))
+        if finish is not None:
+            self._finish_choice(state, choice)
+
+    def _finish_choice(self, state: _Request, choice: _Choice) -> None:
+        choice.done = True
+        self.scheduler.finish(choice.seq)
+        self._release_choice(choice)
+        if all(c.done for c in state.choices):
+            state.finished = True
+            state.send(Usage(prompt_tokens=len(state.request.prompt_tokens),
+                             completion_tokens=sum(c.seq.num_generated for c in state.choices),
+                             cached_tokens=state.choices[0].seq.cached_tokens))
+            self._metrics.requests.labels(self.name, "completed").inc()
+
+    def _release_choice(self, choice: _Choice) -> None:
+        self._live.pop(choice.seq.key, None)
+        self.runner.unregister(choice.seq.key)
+
+    def _finish_request(self, state: _Request, outcome: str, abort: bool) -> None:
+        for choice in state.choices:
+            if not choice.done:
+                choice.done = True
+                if abort and choice.seq.status in (SeqStatus.WAITING, SeqStatus.RUNNING):
+                    self.scheduler.abort(choice.seq)
+                self._release_choice(choice)
+        state.finished = True
+        self._metrics.requests.labels(self.name, outcome).inc()
+
+    def _fail_all(self, exc: Exception) -> None:
+        self.ctx.clear()
+        self.scheduler.reset()
+        error = EngineUnavailable(f"the engine failed while decoding ({exc}); please retry")
+        for state in {id(s): s for s in self._live.values()}.values():
+            self._finish_request(state, outcome="failed", abort=False)
+            state.send(error)
+        self._live.clear()
+
+    def _record(self, computed: int, sampled: int) -> None:
+        m, name, s = self._metrics, self.name, self.scheduler
+        self._waiting = len(s.waiting)
+        m.queue_length.labels(name).set(self._waiting)
+        m.running.labels(name).set(len(s.running))
+        m.retained.labels(name).set(len(s.retained))
+        m.kv_used.labels(name).set(s.cells.used)
+        m.kv_usage.labels(name).set(s.cells.used / self.ctx.n_ctx)
+        m.computed_tokens.labels(name).inc(computed)
+        m.generated_tokens.labels(name).inc(sampled)
+        c, seen = s.counters, self._reported
+        m.prompt_tokens.labels(name).inc(c.prompt_tokens - seen.prompt_tokens)
+        m.cached_tokens.labels(name).inc(c.cached_tokens - seen.cached_tokens)
+        m.preemptions.labels(name).inc(c.preemptions - seen.preemptions)
+        m.evictions.labels(name).inc(c.evictions - seen.evictions)
+        self._reported = replace(c)
+        if c.prompt_tokens:
+            m.prefix_hit_rate.labels(name).set(c.cached_tokens / c.prompt_tokens)
+        now = time.monotonic()
+        self._rate_window.append((now, sampled))
+        self._rate_window = [(t, n) for t, n in self._rate_window if now - t <= 5.0]
+        span = now - self._rate_window[0][0]
+        if span > 0:
+            m.tokens_per_second.labels(name).set(sum(n for _, n in self._rate_window) / span)
+
+    def close(self) -> None:
+        """Stop the loop thread, fail what is still live, and free native memory."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        for state in {id(s): s for s in self._live.values()}.values():
+            state.send(EngineUnavailable("the engine was shut down"))
+        self.runner.close()
+        self.ctx.close()

@@ -1,0 +1,296 @@
+"""The only module that imports `llama_cpp`: thin wrappers over its low-level ctypes API.
+
+Everything above this module speaks token ids, sequence ids and numpy arrays. Objects here own
+native memory and free it in `close()`; they are not thread-safe (the engine's step thread uses
+them, except tokenization and sampler construction, which touch no context state).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as lc
+import numpy as np
+from llama_cpp import llama_grammar
+
+from minimill.engine.types import SamplingParams
+from minimill.errors import InvalidRequest
+
+KV_TYPES = {"f16": lc.GGML_TYPE_F16, "bf16": 30, "q8_0": lc.GGML_TYPE_Q8_0, "q4_0": lc.GGML_TYPE_Q4_0}
+JSON_OBJECT_GRAMMAR: str = llama_grammar.JSON_GBNF
+
+_LOG_ERROR = 4
+_log = logging.getLogger("minimill.llama")
+
+
+@lc.llama_log_callback
+def _forward_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp prints hundreds of lines per model load; keep only its errors, through logging.
+    if level == _LOG_ERROR:
+        _log.error(text.decode("utf-8", errors="replace").rstrip())
+
+
+def _init_backend() -> None:
+    # Both calls are process-wide and idempotent: they configure the native library, not the app.
+    lc.llama_log_set(_forward_log, ctypes.c_void_p(0))
+    lc.llama_backend_init()
+
+
+def json_schema_to_grammar(schema: dict[str, object]) -> str:
+    """GBNF for a JSON schema; raises InvalidRequest when the schema cannot be converted."""
+    try:
+        return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema)))
+    except (ValueError, KeyError, TypeError, AttributeError, AssertionError, RecursionError) as exc:
+        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to an accelerator."""
+    return bool(lc.llama_supports_gpu_offload())
+
+
+class LlamaModel:
+    """A loaded GGUF model and its vocabulary: tokenization, metadata, special tokens."""
+
+    def __init__(self, path: Path, *, n_gpu_layers: int | None = None) -> None:
+        _init_backend()
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = (999 if gpu_offload_supported() else 0) if n_gpu_layers is None else n_gpu_layers
+        model = lc.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise ValueError(f"llama.cpp could not load model {path}")
+        self.path = path
+        self._model = model
+        self._vocab = lc.llama_model_get_vocab(model)
+        self.n_vocab: int = lc.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx_train: int = lc.llama_model_n_ctx_train(model)
+        self.add_bos: bool = bool(lc.llama_vocab_get_add_bos(self._vocab))
+        self.bos: int = lc.llama_vocab_bos(self._vocab)
+        self.eos: int = lc.llama_vocab_eos(self._vocab)
+        self._pieces: dict[int, bytes] = {}
+
+    @property
+    def native(self) -> lc.llama_model_p:
+        """The raw model pointer, for `LlamaContext`."""
+        return self._model
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as text, or None when the key is absent."""
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of `text`; `parse_special` turns special-token text (e.g. <|im_start|>) into ids."""
+        data = text.encode("utf-8", errors="replace")
+        capacity = len(data) + 16
+        buf = (lc.llama_token * capacity)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)
+        if n < 0:
+            capacity = -n
+            buf = (lc.llama_token * capacity)()
+            n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens render as empty); cached per token."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            cached = buf.raw[:n]
+            self._pieces[token] = cached
+        return cached
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of a token list, invalid UTF-8 replaced."""
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        """Whether the token ends generation (EOS, EOT, end-of-turn)."""
+        return bool(lc.llama_vocab_is_eog(self._vocab, token))
+
+    def make_sampler(self, params: SamplingParams, seed: int | None) -> SamplerChain:
+        """Build the native sampler chain for one choice."""
+        return SamplerChain(self, params, seed)
+
+    def close(self) -> None:
+        """Free the native model."""
+        if self._model:
+            lc.llama_model_free(self._model)
+            self._model = None
+
+
+class SamplerChain:
+    """One choice's native sampler chain: bias → penalties → grammar → filters → temperature → draw.
+
+    Stateful (penalty history, grammar position, RNG); `sample` also accepts the drawn token.
+    """
+
+    def __init__(self, model: LlamaModel, params: SamplingParams, seed: int | None) -> None:
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        self._chain = chain
+        add = lambda sampler: lc.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+        if params.logit_bias:
+            biases = (lc.llama_logit_bias * len(params.logit_bias))()
+            for slot, (token, bias) in zip(biases, params.logit_bias, strict=True):
+                slot.token, slot.bias = token, bias
+            add(lc.llama_sampler_init_logit_bias(model.n_vocab, len(params.logit_bias), biases))
+        if params.presence_penalty or params.frequency_penalty or params.repetition_penalty != 1.0:
+            add(lc.llama_sampler_init_penalties(
+                -1, params.repetition_penalty, params.frequency_penalty, params.presence_penalty))
+        if params.grammar is not None:
+            grammar = lc.llama_sampler_init_grammar(model._vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                self.close()
+                raise InvalidRequest("the grammar could not be parsed", param="response_format")
+            add(grammar)
+        if params.greedy:
+            add(lc.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            add(lc.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            add(lc.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            add(lc.llama_sampler_init_min_p(params.min_p, 1))
+        add(lc.llama_sampler_init_temp(params.temperature))
+        draw_seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        add(lc.llama_sampler_init_dist(draw_seed & 0xFFFFFFFF))
+
+    def sample(self, ctx: LlamaContext, index: int) -> int:
+        """Draw (and accept) a token from the logits of batch row `index`."""
+        return int(lc.llama_sampler_sample(self._chain, ctx.native, index))
+
+    def close(self) -> None:
+        """Free the chain and every sampler in it."""
+        if self._chain:
+            lc.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+class TokenBatch:
+    """A reusable `llama_batch`: rows of (token, position, sequence, wants-logits)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._batch = lc.llama_batch_init(capacity, 0, 1)
+        self.size = 0
+
+    def clear(self) -> None:
+        """Forget all rows."""
+        self.size = 0
+
+    def add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
+        """Append one row; returns its index (the index to read its logits at)."""
+        if self.size >= self.capacity:
+            raise ValueError("batch is full")
+        b, i = self._batch, self.size
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = logits
+        self.size += 1
+        return i
+
+    @property
+    def native(self) -> lc.llama_batch:
+        """The raw batch with `n_tokens` set to the rows added."""
+        self._batch.n_tokens = self.size
+        return self._batch
+
+    def close(self) -> None:
+        """Free the native batch."""
+        if self.capacity:
+            lc.llama_batch_free(self._batch)
+            self.capacity = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ContextShape:
+    """How a context is sized: cells, sequences, batch rows, threads, KV element type."""
+
+    n_ctx: int
+    n_seq_max: int
+    n_batch: int
+    threads: int
+    kv_type: str = "f16"
+
+
+class LlamaContext:
+    """One llama.cpp context with a unified KV buffer shared by `n_seq_max` sequences."""
+
+    def __init__(self, model: LlamaModel, shape: ContextShape) -> None:
+        params = lc.llama_context_default_params()
+        params.n_ctx = shape.n_ctx
+        params.n_batch = shape.n_batch
+        params.n_ubatch = shape.n_batch
+        params.n_seq_max = shape.n_seq_max
+        params.n_threads = shape.threads
+        params.n_threads_batch = shape.threads
+        params.kv_unified = True
+        params.no_perf = True
+        params.type_k = params.type_v = KV_TYPES[shape.kv_type]
+        # A quantised V cache needs flash attention; f16/bf16 leave the choice to llama.cpp.
+        quantised = shape.kv_type in ("q8_0", "q4_0")
+        params.flash_attn_type = 1 if quantised else -1
+        ctx = lc.llama_init_from_model(model.native, params)
+        if not ctx:
+            raise ValueError(f"llama.cpp could not create a context of {shape.n_ctx} cells")
+        self.model = model
+        self.shape = shape
+        self._ctx = ctx
+        self._memory = lc.llama_get_memory(ctx)
+        self.n_ctx: int = lc.llama_n_ctx(ctx)
+
+    @property
+    def native(self) -> lc.llama_context_p:
+        """The raw context pointer, for samplers."""
+        return self._ctx
+
+    def decode(self, batch: TokenBatch) -> int:
+        """Run one forward pass; 0 = ok, 1 = no KV slot, other = error (llama.cpp's codes)."""
+        return int(lc.llama_decode(self._ctx, batch.native))
+
+    def logits(self, index: int) -> np.ndarray:
+        """Logits of batch row `index` as a float32 view [n_vocab]; valid until the next decode."""
+        ptr = lc.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Share src's KV cells at positions [0, length) with dst (no recompute, no new cells)."""
+        lc.llama_memory_seq_cp(self._memory, src, dst, 0, length)
+
+    def remove(self, seq_id: int, start: int = 0) -> None:
+        """Drop seq_id's KV at positions >= start."""
+        if not lc.llama_memory_seq_rm(self._memory, seq_id, start, -1):
+            raise RuntimeError(f"llama.cpp refused to trim sequence {seq_id} at {start}")
+
+    def clear(self) -> None:
+        """Drop every sequence's KV."""
+        lc.llama_memory_clear(self._memory, True)
+
+    def state_size(self, seq_id: int) -> int:
+        """Bytes needed to serialise one sequence's KV."""
+        return int(lc.llama_state_seq_get_size(self._ctx, seq_id))
+
+    def close(self) -> None:
+        """Free the native context."""
+        if self._ctx:
+            lc.llama_free(self._ctx)
+            self._ctx = None

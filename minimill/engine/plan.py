@@ -1,0 +1,65 @@
+"""The frozen contract between the scheduler (decides) and the runner (does one llama_decode)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minimill.engine.types import TokenLogprob
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCopy:
+    """Share `src`'s KV at positions [0, length) with the empty sequence `dst`."""
+
+    src: int
+    dst: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanItem:
+    """Compute `tokens` of sequence `key` (llama seq `slot`) at positions start.. ; sample after the last."""
+
+    key: int
+    slot: int
+    start: int
+    tokens: tuple[int, ...]
+    sample: bool
+
+    def __repr__(self) -> str:
+        return f"PlanItem(key={self.key}, slot={self.slot}, start={self.start}, n={len(self.tokens)})"
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """One engine step: free KV of `releases`, apply `copies`, then one decode over `items`."""
+
+    releases: tuple[int, ...] = ()
+    copies: tuple[PrefixCopy, ...] = ()
+    items: tuple[PlanItem, ...] = ()
+
+    @property
+    def num_tokens(self) -> int:
+        """Rows in the decode batch."""
+        return sum(len(item.tokens) for item in self.items)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to do at all."""
+        return not (self.releases or self.copies or self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class SampledToken:
+    """The token drawn for sequence `key`, with its logprobs when they were asked for."""
+
+    key: int
+    token: int
+    logprob: TokenLogprob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one decode produced: a token for every item whose `sample` was set."""
+
+    sampled: tuple[SampledToken, ...]

@@ -1,0 +1,94 @@
+"""Executes a StepPlan on llama.cpp: frees and copies KV, one llama_decode, then sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from minimill.engine.llama import LlamaContext, SamplerChain, TokenBatch
+from minimill.engine.plan import SampledToken, StepPlan, StepResult
+from minimill.engine.types import TokenLogprob, TopLogprob
+
+
+class DecodeFailed(RuntimeError):
+    """llama_decode returned an error; the KV state of the batch is unknown."""
+
+
+@dataclass(slots=True)
+class ChoiceSampler:
+    """A choice's native sampler chain and how many alternatives it wants logprobs for."""
+
+    chain: SamplerChain
+    top_logprobs: int | None
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log-softmax of a [n_vocab] float array."""
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - float(np.log(np.sum(np.exp(shifted))))
+
+
+class Runner:
+    """Does what the plan says. Owns the batch and the samplers, never reads scheduler state."""
+
+    def __init__(self, ctx: LlamaContext) -> None:
+        self.ctx = ctx
+        self.batch = TokenBatch(ctx.shape.n_batch)
+        self.samplers: dict[int, ChoiceSampler] = {}
+
+    def register(self, key: int, sampler: ChoiceSampler) -> None:
+        """Attach the sampler of sequence `key`."""
+        self.samplers[key] = sampler
+
+    def unregister(self, key: int) -> None:
+        """Free the sampler of sequence `key`, if any."""
+        sampler = self.samplers.pop(key, None)
+        if sampler is not None:
+            sampler.chain.close()
+
+    def execute(self, plan: StepPlan) -> StepResult:
+        """Apply releases and copies, decode all items in one batch, sample where asked."""
+        for slot in plan.releases:
+            self.ctx.remove(slot)
+        for copy in plan.copies:
+            self.ctx.copy_prefix(copy.src, copy.dst, copy.length)
+        self.batch.clear()
+        rows: list[tuple[int, int]] = []
+        for item in plan.items:
+            last = len(item.tokens) - 1
+            for offset, token in enumerate(item.tokens):
+                row = self.batch.add(token, item.start + offset, item.slot, item.sample and offset == last)
+            if item.sample:
+                rows.append((item.key, row))
+        if self.batch.size:
+            code = self.ctx.decode(self.batch)
+            if code != 0:
+                raise DecodeFailed(f"llama_decode returned {code} for {plan.num_tokens} tokens")
+        return StepResult(sampled=tuple(self._sample(key, row) for key, row in rows))
+
+    def _sample(self, key: int, row: int) -> SampledToken:
+        sampler = self.samplers[key]
+        if sampler.top_logprobs is None:
+            return SampledToken(key=key, token=sampler.chain.sample(self.ctx, row))
+        logprobs = log_softmax(self.ctx.logits(row))
+        token = sampler.chain.sample(self.ctx, row)
+        return SampledToken(key=key, token=token, logprob=self._describe(logprobs, token, sampler.top_logprobs))
+
+    def _describe(self, logprobs: np.ndarray, token: int, top: int) -> TokenLogprob:
+        model = self.ctx.model
+        alternatives: tuple[TopLogprob, ...] = ()
+        if top > 0:
+            best = np.argpartition(-logprobs, top)[:top]
+            best = best[np.argsort(-logprobs[best], kind="stable")]
+            alternatives = tuple(
+                TopLogprob(token_id=int(t), text=model.detokenize([int(t)]), logprob=float(logprobs[t]))
+                for t in best)
+        return TokenLogprob(token_id=token, text=model.detokenize([token]), logprob=float(logprobs[token]),
+                            top=alternatives)
+
+    def close(self) -> None:
+        """Free samplers and the batch."""
+        for key in list(self.samplers):
+            self.unregister(key)
+        self.batch.close()

@@ -1,0 +1,273 @@
+"""Pure-Python scheduler: admission, token budget, chunked prefill, prefix reuse, preemption.
+
+Each step hands out `step_tokens`: one token to every running sequence in decode, then chunks of
+prefill, then new admissions, which start with `num_computed` = the longest usable prefix copied
+from a live or retained sequence of the same tenant. KV cells are counted with `KVCells`, which
+mirrors llama.cpp's unified cache, so the plan never asks for cells that are not there.
+The scheduler never calls llama.cpp: it returns a `StepPlan` and learns the outcome in `update`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from minimill.engine.plan import PlanItem, PrefixCopy, StepPlan, StepResult
+from minimill.engine.sequence import Sequence, SeqStatus
+from minimill.kv.cells import KVCells
+from minimill.kv.radix import RadixIndex
+
+# A new request waits for a running prefill instead of recomputing when that prefill will give it
+# at least this many more reusable tokens than it can copy now: waiting costs a step or two,
+# recomputing costs every shared token again.
+MIN_WAIT_GAIN = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerLimits:
+    """Capacity the scheduler plans within."""
+
+    kv_cells: int
+    max_seqs: int
+    step_tokens: int
+    retain_finished: bool = True
+
+
+@dataclass(slots=True)
+class SchedulerCounters:
+    """Monotonic counters for metrics."""
+
+    preemptions: int = 0
+    evictions: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    holder: int
+    usable: int
+
+
+class Scheduler:
+    """Decides each step's work. Mutates only its own queues, the cell model and the prefix index."""
+
+    def __init__(self, limits: SchedulerLimits) -> None:
+        self.limits = limits
+        self.counters = SchedulerCounters()
+        self._clear()
+
+    def _clear(self) -> None:
+        limits = self.limits
+        self.cells = KVCells(limits.kv_cells)
+        self.index = RadixIndex()
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.retained: OrderedDict[int, Sequence] = OrderedDict()  # slot -> seq, least recent first
+        self.free_slots: list[int] = list(range(limits.max_seqs - 1, -1, -1))
+        self._slots: dict[int, Sequence] = {}
+        self._releases: list[int] = []
+
+    # ---- queue operations -------------------------------------------------------------------
+    def add(self, seq: Sequence) -> None:
+        """Queue a new sequence at the back."""
+        seq.status = SeqStatus.WAITING
+        self.waiting.append(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        """A running sequence is done: keep its KV as a reusable prefix, or free it."""
+        self.running.remove(seq)
+        if self.limits.retain_finished and seq.num_computed > 0 and seq.slot is not None:
+            seq.status = SeqStatus.RETAINED
+            self.retained[seq.slot] = seq
+            self.index.insert(seq.tenant, seq.slot, seq.tokens[: seq.num_computed])
+        else:
+            self._free(seq)
+
+    def abort(self, seq: Sequence) -> None:
+        """Drop a sequence wherever it is; its KV is freed at the next step."""
+        if seq.status is SeqStatus.WAITING:
+            self.waiting.remove(seq)
+            seq.status = SeqStatus.FREED
+        elif seq.status is SeqStatus.RUNNING:
+            self.running.remove(seq)
+            self._free(seq)
+
+    def reset(self) -> list[Sequence]:
+        """Forget all state after an engine failure; returns the sequences that were live."""
+        live = list(self.waiting) + self.running
+        self._clear()
+        return live
+
+    @property
+    def has_work(self) -> bool:
+        """Whether a step would do anything."""
+        return bool(self.waiting or self.running or self._releases)
+
+    # ---- planning -----------------------------------------------------------------------------
+    def schedule(self) -> StepPlan:
+        """Plan one step. Mutates queues, cells and index as if the plan succeeds."""
+        budget = self.limits.step_tokens
+        items: list[PlanItem] = []
+        copies: list[PrefixCopy] = []
+        decoding = [s for s in self.running if not s.in_prefill]
+        self._make_room(len(decoding), protect=())
+        for seq in self.running:
+            if budget == 0:
+                break
+            if seq.in_prefill:
+                count = min(seq.pending, budget)
+                self._make_room(count, protect=(), preempt=False)
+                count = min(count, self.cells.free)
+            else:
+                count = 1
+            if count > 0:
+                items.append(self._plan_tokens(seq, count))
+                budget -= count
+        budget = self._admit(budget, items, copies)
+        if not items and self.running:
+            # Every running prefill is stuck on cells held by younger sequences: free the newest.
+            self._preempt(self.running[-1])
+            return self.schedule()
+        plan = StepPlan(releases=tuple(self._releases), copies=tuple(copies), items=tuple(items))
+        self._releases.clear()
+        assert budget >= 0 and len({item.key for item in items}) == len(items)
+        return plan
+
+    def _plan_tokens(self, seq: Sequence, count: int) -> PlanItem:
+        assert seq.slot is not None
+        start = seq.num_computed
+        self.cells.append(seq.slot, count)
+        return PlanItem(key=seq.key, slot=seq.slot, start=start,
+                        tokens=tuple(seq.tokens[start:start + count]), sample=start + count == len(seq.tokens))
+
+    def _admit(self, budget: int, items: list[PlanItem], copies: list[PrefixCopy]) -> int:
+        for seq in list(self.waiting):
+            if budget == 0 or len(self.running) >= self.limits.max_seqs:
+                break
+            source = self._best_source(seq)
+            if source is None:
+                continue  # a running prefill will soon give this request a longer prefix
+            protect = (source.holder,) if source.usable else ()
+            slot = self._take_slot(protect)
+            if slot is None:
+                break
+            count = min(seq.pending - source.usable, budget)
+            if not self._make_room(count + len(self.running), protect=protect, preempt=False):
+                self.free_slots.append(slot)
+                break
+            self._start(seq, slot, source, copies)
+            items.append(self._plan_tokens(seq, count))
+            budget -= count
+        return budget
+
+    def _best_source(self, seq: Sequence) -> _Source | None:
+        """Longest prefix this sequence can copy now, or None if waiting for a prefill pays more."""
+        limit = len(seq.tokens) - 1  # the last token is always computed, for its logits
+        best = _Source(holder=-1, usable=0)
+        promised = 0
+        for holder, shared in self.index.match(seq.tenant, seq.tokens).items():
+            owner = self._slots[holder]
+            usable = min(shared, owner.num_computed, limit)
+            if usable > best.usable:
+                best = _Source(holder=holder, usable=usable)
+            if owner.status is SeqStatus.RUNNING and owner.in_prefill:
+                promised = max(promised, min(shared, limit))
+        if promised - best.usable >= MIN_WAIT_GAIN:
+            return None
+        return best
+
+    def _start(self, seq: Sequence, slot: int, source: _Source, copies: list[PrefixCopy]) -> None:
+        self.waiting.remove(seq)
+        seq.slot = slot
+        seq.status = SeqStatus.RUNNING
+        seq.num_computed = source.usable
+        self._slots[slot] = seq
+        if source.usable:
+            copies.append(PrefixCopy(src=source.holder, dst=slot, length=source.usable))
+            self.cells.copy_prefix(source.holder, slot, source.usable)
+            if source.holder in self.retained:
+                self.retained.move_to_end(source.holder)
+        if not seq.admitted_once:
+            seq.admitted_once = True
+            seq.cached_tokens = source.usable
+            self.counters.prompt_tokens += seq.num_prompt
+            self.counters.cached_tokens += source.usable
+        self.index.insert(seq.tenant, slot, seq.tokens[: seq.num_prompt])
+        self.running.append(seq)
+
+    # ---- capacity -----------------------------------------------------------------------------
+    def _make_room(self, cells: int, protect: tuple[int, ...], preempt: bool = True) -> bool:
+        """Evict retained prefixes (LRU), then preempt the newest running, until `cells` are free."""
+        while self.cells.free < cells:
+            if self._evict_one(protect):
+                continue
+            if not preempt or len(self.running) <= 1:
+                return self.cells.free >= cells
+            self._preempt(self.running[-1])
+        return True
+
+    def _take_slot(self, protect: tuple[int, ...]) -> int | None:
+        if not self.free_slots:
+            self._evict_one(protect)
+        return self.free_slots.pop() if self.free_slots else None
+
+    def _evict_one(self, protect: tuple[int, ...]) -> bool:
+        for slot in self.retained:
+            if slot not in protect:
+                seq = self.retained.pop(slot)
+                self._free(seq)
+                self.counters.evictions += 1
+                return True
+        return False
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Free a running sequence's KV and queue it first; it resumes by recomputing its tokens."""
+        self.running.remove(seq)
+        self._free(seq)
+        seq.status = SeqStatus.WAITING
+        seq.num_computed = 0
+        seq.preemptions += 1
+        self.counters.preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def _free(self, seq: Sequence) -> None:
+        slot = seq.slot
+        seq.status = SeqStatus.FREED
+        seq.slot = None
+        if slot is None:
+            return
+        self.cells.release(slot)
+        if slot in self.index:
+            self.index.remove(slot)
+        del self._slots[slot]
+        self._releases.append(slot)
+        self.free_slots.append(slot)
+
+    # ---- outcome ------------------------------------------------------------------------------
+    def update(self, plan: StepPlan, result: StepResult) -> list[Sequence]:
+        """Record computed tokens and sampled ones; returns the sequences that got a new token."""
+        by_key = {s.key: s for s in self.running}
+        for item in plan.items:
+            seq = by_key.get(item.key)
+            if seq is not None:
+                seq.num_computed = item.start + len(item.tokens)
+        advanced = []
+        for sampled in result.sampled:
+            seq = by_key.get(sampled.key)
+            if seq is not None:
+                seq.tokens.append(sampled.token)
+                advanced.append(seq)
+        return advanced
+
+    def check(self) -> None:
+        """Assert invariants: slots partition, cells agree with sequences, index holds only owners."""
+        owners = {s.slot for s in self.running} | set(self.retained)
+        assert None not in owners
+        assert owners.isdisjoint(self.free_slots), "a slot is both owned and free"
+        assert len(owners) + len(self.free_slots) == self.limits.max_seqs, "slots leaked"
+        assert set(self._slots) == owners
+        for seq in self.running:
+            assert seq.slot is not None and self.cells.length(seq.slot) == seq.num_computed
+        self.cells.check()
+        self.index.check()

@@ -1,0 +1,56 @@
+"""One choice's state machine: waiting → running → retained (finished, KV kept) or freed."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SeqStatus(enum.Enum):
+    """Where a sequence is in its life."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    RETAINED = "retained"
+    FREED = "freed"
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    """Token state of one choice. `tokens[:num_computed]` have KV in llama.cpp sequence `slot`.
+
+    The last token of `tokens` is computed in a step whose logits are sampled; a sequence is in
+    prefill while `num_computed < num_prompt`.
+    """
+
+    key: int
+    tenant: str
+    tokens: list[int]
+    num_prompt: int
+    max_tokens: int
+    num_computed: int = 0
+    cached_tokens: int = 0
+    slot: int | None = None
+    status: SeqStatus = SeqStatus.WAITING
+    preemptions: int = 0
+    admitted_once: bool = field(default=False)
+
+    @property
+    def pending(self) -> int:
+        """Tokens not yet computed (1 for a sequence in decode)."""
+        return len(self.tokens) - self.num_computed
+
+    @property
+    def num_generated(self) -> int:
+        """Tokens sampled so far."""
+        return len(self.tokens) - self.num_prompt
+
+    @property
+    def in_prefill(self) -> bool:
+        """True until the whole prompt has KV."""
+        return self.num_computed < self.num_prompt
+
+    def __repr__(self) -> str:
+        # Ids and counts only: logs must never carry user text or token ids.
+        return (f"Sequence(key={self.key}, slot={self.slot}, status={self.status.value}, "
+                f"prompt={self.num_prompt}, computed={self.num_computed}, generated={self.num_generated})")

@@ -1,0 +1,100 @@
+"""The engine's public vocabulary: what a caller submits and what streams back.
+
+Frozen dataclasses with token ids only; no HTTP and no llama.cpp here. The API layer builds a
+`GenerationRequest`, `Engine.generate` yields `ChoiceDelta`s and finishes with a `Usage`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Per-request sampling, mapped onto one native llama.cpp sampler chain.
+
+    `temperature == 0` means greedy. `logprobs is None` means no logprobs; an int asks for the
+    chosen token's logprob plus that many alternatives. `grammar` is GBNF text.
+    """
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logprobs: int | None = None
+    grammar: str | None = None
+
+    @property
+    def greedy(self) -> bool:
+        """True when sampling reduces to argmax."""
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One prompt (as token ids) to continue `n` times. `tenant` scopes prefix reuse."""
+
+    request_id: str
+    prompt_tokens: tuple[int, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One candidate token and its log-probability under the model (before sampling filters)."""
+
+    token_id: int
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The chosen token's logprob and the most likely alternatives at its position."""
+
+    token_id: int
+    text: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceDelta:
+    """New output of one choice: text safe to show (stop strings held back) and its tokens.
+
+    `finish_reason` is set on the last delta of a choice, which may carry no text.
+    """
+
+    index: int
+    text: str
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of a finished request. `cached_tokens` counts prompt tokens whose KV was reused."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens

@@ -1,0 +1,37 @@
+"""Prometheus metrics, one registry per runtime (no process-global collectors)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every minimill metric, labelled by model. Engines write, `GET /metrics` reads `registry`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r, model = self.registry, ["model"]
+        self.queue_length = Gauge("minimill_queue_length", "Requests waiting for a slot", model, registry=r)
+        self.running = Gauge("minimill_running_sequences", "Sequences computing", model, registry=r)
+        self.retained = Gauge("minimill_retained_sequences", "Finished sequences kept for prefix reuse",
+                              model, registry=r)
+        self.kv_used = Gauge("minimill_kv_cells_used", "KV cells holding a token", model, registry=r)
+        self.kv_total = Gauge("minimill_kv_cells_total", "KV cells in the context", model, registry=r)
+        self.kv_usage = Gauge("minimill_kv_usage_ratio", "Used / total KV cells", model, registry=r)
+        self.prompt_tokens = Counter("minimill_prompt_tokens", "Prompt tokens admitted", model, registry=r)
+        self.cached_tokens = Counter("minimill_prefix_cached_tokens",
+                                     "Prompt tokens whose KV was reused", model, registry=r)
+        self.prefix_hit_rate = Gauge("minimill_prefix_hit_rate", "Reused / admitted prompt tokens",
+                                     model, registry=r)
+        self.generated_tokens = Counter("minimill_generated_tokens", "Tokens sampled", model, registry=r)
+        self.computed_tokens = Counter("minimill_computed_tokens", "Tokens run through the model",
+                                       model, registry=r)
+        self.tokens_per_second = Gauge("minimill_tokens_per_second",
+                                       "Tokens sampled per second over the last steps", model, registry=r)
+        self.ttft = Histogram("minimill_time_to_first_token_seconds", "Submit to first token",
+                              model, buckets=TTFT_BUCKETS, registry=r)
+        self.preemptions = Counter("minimill_preemptions", "Running sequences preempted", model, registry=r)
+        self.evictions = Counter("minimill_prefix_evictions", "Retained prefixes evicted", model, registry=r)
+        self.requests = Counter("minimill_requests", "Finished requests", ["model", "outcome"], registry=r)

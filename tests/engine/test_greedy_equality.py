@@ -1,0 +1,74 @@
+"""Greedy output does not depend on batching or prefix reuse, and matches llama-cpp-python's Llama."""
+
+from __future__ import annotations
+
+import asyncio
+
+from llama_cpp import Llama
+
+from minimill.engine.engine import Engine
+from minimill.engine.llama import KV_TYPES, LlamaModel
+from tests.engine.conftest import collect, make_engine
+
+BF16 = KV_TYPES["bf16"]
+QUESTIONS = [
+    "What is the capital of France?", "Name three colours.", "Write a haiku about rain.",
+    "Explain gravity in one sentence.", "List two prime numbers.", "What do bees make?",
+    "Say hello in Spanish.", "What is 12 times 3?", "Describe a cat.", "Why is the sky blue?",
+    "Give me a fruit.", "What is Python?", "Count to five.", "Name an ocean.", "What is ice?",
+    "Who wrote Hamlet?",
+]
+
+
+def prompts(engine: Engine) -> list[list[int]]:
+    return [engine.chat_tokens([{"role": "user", "content": q}]) for q in QUESTIONS]
+
+
+def test_alone_equals_among_fifteen_others_equals_reference(model: LlamaModel) -> None:
+    alone_engine = make_engine(model, retain_finished=False)
+    batch_engine = make_engine(model, retain_finished=False)
+    try:
+        target = prompts(alone_engine)[0]
+        alone = asyncio.run(collect(alone_engine, target, max_tokens=32, temperature=0))
+
+        async def crowd() -> list:
+            return await asyncio.gather(*(collect(batch_engine, p, max_tokens=32, temperature=0)
+                                          for p in prompts(batch_engine)))
+
+        batched = asyncio.run(crowd())
+    finally:
+        alone_engine.close()
+        batch_engine.close()
+    assert batched[0].tokens[0] == alone.tokens[0]
+    assert len(alone.tokens[0]) > 4
+
+    reference = Llama(str(model.path), n_ctx=1024, n_threads=2, verbose=False,
+                      type_k=BF16, type_v=BF16, flash_attn=True)
+    expected: list[int] = []
+    for token in reference.generate(target, temp=0.0, top_k=1):
+        expected.append(token)
+        if len(expected) == len(alone.tokens[0]) or model.is_eog(token):
+            break
+    assert alone.tokens[0] == expected
+
+
+def test_reused_prefix_gives_the_same_output_and_exact_cached_tokens(model: LlamaModel) -> None:
+    system = "You are a careful assistant. Answer briefly and precisely. " * 6
+    fresh = make_engine(model)
+    try:
+        warm = fresh.chat_tokens([{"role": "system", "content": system}, {"role": "user", "content": "Hi!"}])
+        asked = fresh.chat_tokens([{"role": "system", "content": system},
+                                   {"role": "user", "content": "What is the capital of Italy?"}])
+        shared = next(i for i, (a, b) in enumerate(zip(warm, asked, strict=False)) if a != b)
+        asyncio.run(collect(fresh, warm, max_tokens=4, temperature=0))
+        reused = asyncio.run(collect(fresh, asked, max_tokens=24, temperature=0))
+    finally:
+        fresh.close()
+    cold_engine = make_engine(model, retain_finished=False)
+    try:
+        cold = asyncio.run(collect(cold_engine, asked, max_tokens=24, temperature=0))
+    finally:
+        cold_engine.close()
+    assert reused.usage.cached_tokens == shared > 50
+    assert cold.usage.cached_tokens == 0
+    assert reused.tokens[0] == cold.tokens[0]

@@ -1,0 +1,106 @@
+"""Scheduler without a model: budgets, chunked prefill, prefix copies, waits, eviction, preemption."""
+
+from __future__ import annotations
+
+import itertools
+
+from minimill.engine.plan import SampledToken, StepPlan, StepResult
+from minimill.engine.scheduler import Scheduler, SchedulerLimits
+from minimill.engine.sequence import Sequence, SeqStatus
+
+keys = itertools.count(1)
+
+
+def seq(tokens: list[int], max_tokens: int = 4, tenant: str = "") -> Sequence:
+    return Sequence(key=next(keys), tenant=tenant, tokens=list(tokens), num_prompt=len(tokens),
+                    max_tokens=max_tokens)
+
+
+def step(s: Scheduler, token: int = 7) -> StepPlan:
+    """Plan, pretend to decode (every sampled token is `token`), finish what reached max_tokens."""
+    plan = s.schedule()
+    result = StepResult(tuple(SampledToken(key=i.key, token=token) for i in plan.items if i.sample))
+    for advanced in s.update(plan, result):
+        if advanced.num_generated >= advanced.max_tokens:
+            s.finish(advanced)
+    s.check()
+    return plan
+
+
+def test_chunked_prefill_then_decode_within_budget() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=32))
+    a = seq(list(range(70)), max_tokens=2)
+    s.add(a)
+    sizes = [[len(i.tokens) for i in step(s).items] for _ in range(4)]
+    assert sizes == [[32], [32], [6], [1]]
+    assert a.status is SeqStatus.RETAINED and a.tokens[70:] == [7, 7]
+
+
+def test_prefix_copied_from_retained_sequence_and_counted_as_cached() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64))
+    first = seq(list(range(40)), max_tokens=1)
+    s.add(first)
+    step(s)
+    second = seq(list(range(30)) + [99, 98], max_tokens=1)
+    s.add(second)
+    plan = step(s)
+    assert [(c.length) for c in plan.copies] == [30]
+    assert plan.items[0].start == 30 and len(plan.items[0].tokens) == 2
+    assert second.cached_tokens == 30
+
+
+def test_identical_prompt_keeps_its_last_token_to_compute() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64))
+    s.add(seq(list(range(20)), max_tokens=1))
+    step(s)
+    again = seq(list(range(20)), max_tokens=1)
+    s.add(again)
+    plan = step(s)
+    assert plan.copies[0].length == 19 and plan.items[0].tokens == (19,)
+
+
+def test_tenants_never_share_prefixes() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64))
+    s.add(seq(list(range(40)), max_tokens=1, tenant="alice"))
+    step(s)
+    s.add(seq(list(range(40)), max_tokens=1, tenant="bob"))
+    assert step(s).copies == ()
+
+
+def test_request_waits_for_a_running_prefill_instead_of_recomputing() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=64))
+    prefix = list(range(200))
+    a, b = seq(prefix + [1000], max_tokens=1), seq(prefix + [2000], max_tokens=1)
+    s.add(a)
+    s.add(b)
+    computed_by_b = 0
+    while b.status is not SeqStatus.RETAINED:
+        plan = step(s)
+        computed_by_b += sum(len(i.tokens) for i in plan.items if i.key == b.key)
+    assert computed_by_b == 1 and b.cached_tokens == 200
+
+
+def test_lru_retained_prefix_is_evicted_for_a_new_slot() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=2, step_tokens=64))
+    old, recent = seq([1, 2, 3], max_tokens=1), seq([4, 5, 6], max_tokens=1)
+    for q in (old, recent):
+        s.add(q)
+        step(s)
+    s.add(seq([9, 9, 9], max_tokens=1))
+    plan = step(s)
+    assert old.status is SeqStatus.FREED and recent.status is SeqStatus.RETAINED
+    assert s.counters.evictions == 1 and len(plan.releases) == 1
+
+
+def test_newest_running_sequence_is_preempted_when_cells_run_out() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=24, max_seqs=4, step_tokens=64, retain_finished=False))
+    a, b = seq(list(range(10)), max_tokens=8), seq(list(range(50, 60)), max_tokens=8)
+    s.add(a)
+    s.add(b)
+    for _ in range(30):
+        if a.status is SeqStatus.FREED and b.status is SeqStatus.FREED:
+            break
+        step(s)
+    assert s.counters.preemptions >= 1 and b.preemptions >= 1 and a.preemptions == 0
+    assert a.tokens[10:] == [7] * 8 and b.tokens[10:] == [7] * 8
+    assert s.cells.used == 0
