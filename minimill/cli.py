@@ -30,7 +30,8 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="CPU threads [all cores].")] = None,
     step_tokens: Annotated[int | None, typer.Option(help="Token budget of one engine step [512].")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Waiting requests before 429 [256].")] = None,
-    kv_type: Annotated[str | None, typer.Option(help="KV element type: bf16, f16, q8_0, q4_0 [bf16: batch-invariant greedy].")] = None,
+    kv_type: Annotated[str | None, typer.Option(
+        help="KV element type: bf16, f16, q8_0, q4_0 [bf16: greedy output independent of batching].")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Accepted API key; repeat for several.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where minimill keeps its files [.data].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",

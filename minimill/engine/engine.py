@@ -28,8 +28,8 @@ from minimill.engine.output import TextStream
 from minimill.engine.plan import SampledToken
 from minimill.engine.runner import ChoiceSampler, Runner
 from minimill.engine.scheduler import Scheduler, SchedulerCounters, SchedulerLimits
-from minimill.engine.sequence import Sequence as Seq
 from minimill.engine.sequence import SeqStatus
+from minimill.engine.sequence import Sequence as Seq
 from minimill.engine.types import ChoiceDelta, FinishReason, GenerationRequest, TokenLogprob, Usage
 from minimill.errors import CapacityExceeded, ContextOverflow, EngineUnavailable, InvalidRequest
 from minimill.metrics import Metrics

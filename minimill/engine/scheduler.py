@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from minimill.engine.plan import PlanItem, PrefixCopy, StepPlan, StepResult
-from minimill.engine.sequence import Sequence, SeqStatus
+from minimill.engine.sequence import SeqStatus, Sequence
 from minimill.kv.cells import KVCells
 from minimill.kv.radix import RadixIndex
 

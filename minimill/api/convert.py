@@ -1,0 +1,153 @@
+"""Pure conversions between OpenAI request/response shapes and the engine's vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from minimill.api.schemas import (
+    ChatCompletionRequest,
+    ChatLogprobs,
+    CompletionLogprobs,
+    CompletionRequest,
+    PromptTokensDetails,
+    SamplingFields,
+    TokenLogprobOut,
+    TopLogprobOut,
+    UsageOut,
+)
+from minimill.engine.engine import Engine
+from minimill.engine.types import SamplingParams, TokenLogprob, Usage
+from minimill.errors import ContextOverflow, InvalidRequest
+
+
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    """`stop` as a tuple of non-empty strings."""
+    if stop is None:
+        return ()
+    return tuple(s for s in ([stop] if isinstance(stop, str) else stop) if s)
+
+
+def logit_bias(raw: dict[str, float] | None, n_vocab: int) -> tuple[tuple[int, float], ...]:
+    """Token-id-string keys → (id, bias); 400 for keys that are not token ids of this model."""
+    pairs = []
+    for key, bias in (raw or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise InvalidRequest(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias") from None
+        if not 0 <= token < n_vocab:
+            raise InvalidRequest(f"logit_bias token {token} is outside [0, {n_vocab})", param="logit_bias")
+        pairs.append((token, bias))
+    return tuple(pairs)
+
+
+def max_tokens_for(requested: int | None, prompt_len: int, n_ctx: int) -> int:
+    """The client's max_tokens, or what is left of the context when it gave none."""
+    if requested is not None:
+        return requested
+    left = n_ctx - prompt_len
+    if left < 1:
+        raise ContextOverflow(f"This model's maximum context length is {n_ctx} tokens, and the prompt "
+                              f"has {prompt_len} tokens: nothing is left for the completion.",
+                              param="messages", code="context_length_exceeded")
+    return left
+
+
+def sampling_params(body: SamplingFields, engine: Engine, prompt_len: int, *, max_tokens: int | None,
+                    logprobs: int | None, grammar: str | None) -> SamplingParams:
+    """Map the shared OpenAI sampling fields onto engine SamplingParams."""
+    return SamplingParams(
+        max_tokens=max_tokens_for(max_tokens, prompt_len, engine.n_ctx),
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=body.top_k or 0,
+        min_p=body.min_p or 0.0,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        logit_bias=logit_bias(body.logit_bias, engine.model.n_vocab),
+        stop=stop_strings(body.stop),
+        ignore_eos=body.ignore_eos,
+        logprobs=logprobs,
+        grammar=grammar,
+    )
+
+
+def chat_grammar(body: ChatCompletionRequest, engine: Engine) -> str | None:
+    """GBNF for `response_format`, or None for free text."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return engine.json_object_grammar
+    if fmt.json_schema is None:
+        raise InvalidRequest("response_format.json_schema is required for type json_schema",
+                             param="response_format")
+    return engine.grammar_from_json_schema(fmt.json_schema.json_schema)
+
+
+def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+    """Messages as role/content dicts; `developer` is the newer name of `system`."""
+    if body.tools:
+        raise InvalidRequest("tools are not supported by this server", param="tools")
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+
+
+def completion_prompts(body: CompletionRequest, engine: Engine) -> list[list[int]]:
+    """Every prompt of a completions request as token ids."""
+    if body.suffix:
+        raise InvalidRequest("suffix is not supported", param="suffix")
+    if body.best_of is not None and body.best_of != body.n:
+        raise InvalidRequest("best_of must equal n (or be omitted)", param="best_of")
+    prompt = body.prompt
+    if isinstance(prompt, str):
+        texts: list[str] | None = [prompt]
+    elif prompt and all(isinstance(p, str) for p in prompt):
+        texts = [str(p) for p in prompt]
+    else:
+        texts = None
+    if texts is not None:
+        return [engine.tokenize(text) for text in texts]
+    if prompt and all(isinstance(p, int) for p in prompt):
+        return [[int(t) for t in prompt]]  # type: ignore[arg-type]
+    if prompt and all(isinstance(p, list) for p in prompt):
+        return [list(p) for p in prompt]  # type: ignore[arg-type]
+    raise InvalidRequest("prompt must be a non-empty string, list of strings, or token ids", param="prompt")
+
+
+def usage_out(usage: Usage) -> UsageOut:
+    """Engine usage → OpenAI usage."""
+    return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                    total_tokens=usage.total_tokens,
+                    prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens))
+
+
+def add_usage(total: Usage, more: Usage) -> Usage:
+    """Sum of two usages (several prompts in one completions request)."""
+    return Usage(total.prompt_tokens + more.prompt_tokens, total.completion_tokens + more.completion_tokens,
+                 total.cached_tokens + more.cached_tokens)
+
+
+def _bytes(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+def chat_logprobs(items: Sequence[TokenLogprob]) -> ChatLogprobs:
+    """Engine logprobs → chat `logprobs.content`."""
+    return ChatLogprobs(content=[
+        TokenLogprobOut(token=i.text, logprob=i.logprob, bytes=_bytes(i.text),
+                        top_logprobs=[TopLogprobOut(token=t.text, logprob=t.logprob, bytes=_bytes(t.text))
+                                      for t in i.top])
+        for i in items])
+
+
+def completion_logprobs(items: Sequence[TokenLogprob], start_offset: int) -> CompletionLogprobs:
+    """Engine logprobs → legacy completions logprobs (text offsets count from `start_offset`)."""
+    offsets, offset = [], start_offset
+    for item in items:
+        offsets.append(offset)
+        offset += len(item.text)
+    return CompletionLogprobs(tokens=[i.text for i in items], token_logprobs=[i.logprob for i in items],
+                              top_logprobs=[{t.text: t.logprob for t in i.top} for i in items],
+                              text_offset=offsets)

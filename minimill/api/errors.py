@@ -1,0 +1,86 @@
+"""The one place where errors become HTTP: OpenAI's `{"error": {message, type, param, code}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from minimill.errors import (
+    CapacityExceeded,
+    EngineUnavailable,
+    InvalidRequest,
+    MinimillError,
+    NotFound,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+# exception class -> (HTTP status, OpenAI error type)
+STATUS: dict[type[MinimillError], tuple[int, str]] = {
+    InvalidRequest: (400, "invalid_request_error"),
+    Unauthorized: (401, "authentication_error"),
+    NotFound: (404, "not_found_error"),
+    CapacityExceeded: (429, "rate_limit_exceeded"),
+    EngineUnavailable: (503, "server_error"),
+}
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
+    """The OpenAI error object."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def describe(exc: MinimillError) -> tuple[int, dict[str, object]]:
+    """Status and body for a domain error."""
+    status, type_ = next(v for k, v in STATUS.items() if isinstance(exc, k))
+    return status, error_body(exc.message, type_, exc.param, exc.code)
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MinimillError)
+    status, body = describe(exc)
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, CapacityExceeded) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _param_of(loc: tuple[object, ...]) -> str | None:
+    # loc looks like ("body", "messages", 0, "content"); OpenAI names the top-level field path.
+    parts = [str(p) for p in loc[1:] if not isinstance(p, int)] if loc and loc[0] == "body" else []
+    return ".".join(parts[:2]) or None
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+    if first.get("type") == "json_invalid":
+        return JSONResponse(error_body("We could not parse the JSON body of your request.",
+                                       "invalid_request_error"), status_code=400)
+    param = _param_of(tuple(first.get("loc", ())))
+    message = f"Invalid value for '{param}': {first['msg']}" if param else str(first["msg"])
+    return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse(error_body(message, type_), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse(error_body("The server had an error while processing your request.", "server_error"),
+                        status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on `app`."""
+    app.add_exception_handler(MinimillError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

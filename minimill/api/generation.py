@@ -1,0 +1,117 @@
+"""Running one HTTP request's engine generations: errors before the response, merging, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from starlette.requests import Request
+
+from minimill.engine.engine import Engine
+from minimill.engine.types import ChoiceDelta, GenerationRequest, TokenLogprob, Usage
+
+T = TypeVar("T")
+DISCONNECT_POLL_SECONDS = 0.25
+
+
+@dataclass(slots=True)
+class ChoiceText:
+    """A finished choice, gathered from its deltas."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+async def start(engine: Engine, requests: Sequence[GenerationRequest]) -> AsyncIterator[ChoiceDelta | Usage]:
+    """Start every request and pull each one's first item, so queue-full or context errors surface
+    as HTTP statuses before any response starts. Returns one merged stream: choice indexes of
+    request k are offset by k*n, and a single summed Usage comes last."""
+    primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDelta | Usage]]] = []
+    try:
+        for request in requests:
+            stream = engine.generate(request)
+            primed.append((await anext(stream), stream))
+    except BaseException:
+        for _, stream in primed:
+            await stream.aclose()  # type: ignore[attr-defined]
+        raise
+    return _merge(primed, [request.n for request in requests])
+
+
+async def _merge(primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDelta | Usage]]],
+                 counts: list[int]) -> AsyncIterator[ChoiceDelta | Usage]:
+    queue: asyncio.Queue[tuple[int, ChoiceDelta | Usage | BaseException]] = asyncio.Queue()
+
+    async def pump(k: int, first: ChoiceDelta | Usage, stream: AsyncIterator[ChoiceDelta | Usage]) -> None:
+        try:
+            await queue.put((k, first))
+            async for item in stream:
+                await queue.put((k, item))
+        except Exception as exc:  # handed to the consumer, which re-raises it
+            await queue.put((k, exc))
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    tasks = [asyncio.create_task(pump(k, first, stream)) for k, (first, stream) in enumerate(primed)]
+    offsets = [sum(counts[:k]) for k in range(len(counts))]
+    total = Usage(0, 0, 0)
+    try:
+        remaining = len(tasks)
+        while remaining:
+            k, item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, Usage):
+                total = Usage(total.prompt_tokens + item.prompt_tokens,
+                              total.completion_tokens + item.completion_tokens,
+                              total.cached_tokens + item.cached_tokens)
+                remaining -= 1
+            else:
+                yield ChoiceDelta(index=item.index + offsets[k], text=item.text, token_ids=item.token_ids,
+                                  logprobs=item.logprobs, finish_reason=item.finish_reason)
+        yield total
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def gather(stream: AsyncIterator[ChoiceDelta | Usage], n_choices: int) -> tuple[list[ChoiceText], Usage]:
+    """Consume a merged stream into whole choices and the usage."""
+    choices = [ChoiceText() for _ in range(n_choices)]
+    usage = Usage(0, 0, 0)
+    async for item in stream:
+        if isinstance(item, Usage):
+            usage = item
+            continue
+        choice = choices[item.index]
+        choice.text += item.text
+        choice.logprobs.extend(item.logprobs)
+        if item.finish_reason is not None:
+            choice.finish_reason = item.finish_reason
+    return choices, usage
+
+
+async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """Run `work`; if the client goes away first, cancel it (freeing its KV) and return None."""
+    task = asyncio.create_task(work())
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None

@@ -1,0 +1,46 @@
+"""Server-sent events in OpenAI's format: `data: {json}` per chunk, then `data: [DONE]`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from fastapi.responses import StreamingResponse
+
+from minimill.api.errors import describe
+from minimill.engine.types import ChoiceDelta, Usage
+from minimill.errors import MinimillError
+
+log = logging.getLogger(__name__)
+
+
+def event(payload: object) -> str:
+    """One SSE event."""
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def stream_response(items: AsyncIterator[ChoiceDelta | Usage],
+                    chunk: Callable[[ChoiceDelta], dict[str, object]],
+                    usage_chunk: Callable[[Usage], dict[str, object]] | None) -> StreamingResponse:
+    """Stream deltas as chunks; the usage chunk (empty choices) only when asked for.
+
+    Closing the response (client gone) closes `items`, which aborts the engine requests.
+    """
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for item in items:
+                if isinstance(item, Usage):
+                    if usage_chunk is not None:
+                        yield event(usage_chunk(item))
+                else:
+                    yield event(chunk(item))
+        except MinimillError as exc:  # the 200 has been sent: report in-band, as OpenAI does
+            yield event(describe(exc)[1])
+        finally:
+            await items.aclose()  # type: ignore[attr-defined]
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
