@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,12 @@ class SamplingFields(OpenAIRequest):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
     ignore_eos: StrictBool = False
 
-    @model_validator(mode="after")
-    def _check_stop(self) -> SamplingFields:
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop: at most 4 stop sequences are allowed")
-        return self
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        return stop
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -151,8 +151,10 @@ class SamplerChain:
                 slot.token, slot.bias = token, bias
             add(lc.llama_sampler_init_logit_bias(model.n_vocab, len(params.logit_bias), biases))
         if params.presence_penalty or params.frequency_penalty or params.repetition_penalty != 1.0:
+            # Penalties look back over every generated token (the window is a ring buffer).
+            window = min(max(params.max_tokens, 64), 8192)
             add(lc.llama_sampler_init_penalties(
-                -1, params.repetition_penalty, params.frequency_penalty, params.presence_penalty))
+                model.n_vocab, window, params.repetition_penalty, params.frequency_penalty, params.presence_penalty))
         if params.grammar is not None:
             grammar = lc.llama_sampler_init_grammar(model._vocab, params.grammar.encode(), b"root")
             if not grammar:
