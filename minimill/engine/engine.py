@@ -95,8 +95,8 @@ class Engine:
         self.runner = Runner(self.ctx)
         self.template = ChatTemplate.for_model(
             model.meta("tokenizer.chat_template"), model.meta("general.architecture"),
-            bos=model.detokenize([model.bos]) if model.bos >= 0 else "",
-            eos=model.detokenize([model.eos]) if model.eos >= 0 else "")
+            bos=model.special_text(model.bos) if model.bos >= 0 else "",
+            eos=model.special_text(model.eos) if model.eos >= 0 else "")
         self._metrics = metrics
         self._keys = itertools.count(1)
         self._inbox: queue.SimpleQueue[tuple[str, _Request]] = queue.SimpleQueue()

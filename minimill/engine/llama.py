@@ -116,6 +116,12 @@ class LlamaModel:
             self._pieces[token] = cached
         return cached
 
+    def special_text(self, token: int) -> str:
+        """A token's text with special tokens spelled out (e.g. "<bos>"), for chat templates."""
+        buf = ctypes.create_string_buffer(128)
+        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
     def detokenize(self, tokens: Sequence[int]) -> str:
         """Text of a token list, invalid UTF-8 replaced."""
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
