@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -85,19 +85,16 @@ class EnvSettings(BaseSettings):
 
 def build_config(**overrides: object) -> Config:
     """Merge flags (`overrides`, None = not given) over `MINIMILL_*` env over defaults."""
-    env = EnvSettings().model_dump()
-    merged = {key: value for key, value in env.items() if value is not None}
-    merged.update({key: value for key, value in overrides.items() if value is not None})
-    engine_keys = {f for f in EngineConfig.__dataclass_fields__}
-    server_keys = {f for f in ServerConfig.__dataclass_fields__}
-    engine = EngineConfig(**{k: v for k, v in merged.items() if k in engine_keys})  # type: ignore[arg-type]
-    server_values = {k: v for k, v in merged.items() if k in server_keys}
+    merged: dict[str, Any] = {k: v for k, v in EnvSettings().model_dump().items() if v is not None}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    engine = EngineConfig(**{k: v for k, v in merged.items() if k in EngineConfig.__dataclass_fields__})
+    server_values: dict[str, Any] = {k: v for k, v in merged.items() if k in ServerConfig.__dataclass_fields__}
     if "api_keys" in server_values:
-        server_values["api_keys"] = tuple(server_values["api_keys"])  # type: ignore[arg-type]
-    server = ServerConfig(**server_values)  # type: ignore[arg-type]
-    config = Config(engine=engine, server=server)
+        server_values["api_keys"] = tuple(server_values["api_keys"])
+    server = ServerConfig(**server_values)
+    top: dict[str, Any] = {"engine": engine, "server": server}
     if merged.get("models"):
-        config = Config(models=tuple(merged["models"]), engine=engine, server=server)  # type: ignore[arg-type]
+        top["models"] = tuple(merged["models"])
     if merged.get("data_dir") is not None:
-        config = Config(models=config.models, engine=engine, server=server, data_dir=Path(merged["data_dir"]))  # type: ignore[arg-type]
-    return config
+        top["data_dir"] = Path(merged["data_dir"])
+    return Config(**top)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
@@ -96,7 +96,7 @@ async def gather(stream: AsyncIterator[ChoiceDelta | Usage], n_choices: int) -> 
     return choices, usage
 
 
-async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+async def unless_disconnected(request: Request, work: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
     """Run `work`; if the client goes away first, cancel it (freeing its KV) and return None."""
     task = asyncio.create_task(work())
 

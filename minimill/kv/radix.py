@@ -18,7 +18,8 @@ class _Node:
     holders: set[int] = field(default_factory=set)  # holders whose list ends exactly here
 
     def subtree_holders(self) -> list[int]:
-        found, stack = [], [self]
+        found: list[int] = []
+        stack = [self]
         while stack:
             node = stack.pop()
             found.extend(node.holders)

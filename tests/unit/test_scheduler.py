@@ -6,7 +6,7 @@ import itertools
 
 from minimill.engine.plan import SampledToken, StepPlan, StepResult
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
-from minimill.engine.sequence import Sequence, SeqStatus
+from minimill.engine.sequence import SeqStatus, Sequence
 
 keys = itertools.count(1)
 
