@@ -110,17 +110,15 @@ class Scheduler:
         budget = self.limits.step_tokens
         items: list[PlanItem] = []
         copies: list[PrefixCopy] = []
-        decoding = [s for s in self.running if not s.in_prefill]
-        self._make_room(len(decoding), protect=())
-        for seq in self.running:
-            if budget == 0:
-                break
-            if seq.in_prefill:
-                count = min(seq.pending, budget)
-                self._make_room(count, protect=(), preempt=False)
-                count = min(count, self.cells.free)
-            else:
-                count = 1
+        self._make_room(sum(1 for s in self.running if not s.in_prefill), protect=())
+        # Decodes first (one token each, cells reserved above), then prefill chunks with what is left.
+        for seq in [s for s in self.running if not s.in_prefill][:budget]:
+            items.append(self._plan_tokens(seq, 1))
+            budget -= 1
+        for seq in [s for s in self.running if s.in_prefill]:
+            count = min(seq.pending, budget)
+            self._make_room(count, protect=(), preempt=False)
+            count = min(count, self.cells.free)
             if count > 0:
                 items.append(self._plan_tokens(seq, count))
                 budget -= count
