@@ -15,6 +15,12 @@ WORKLOADS = Path(__file__).resolve().parents[2] / "shared" / "workloads"
 W3_PROMPT = "Write a long, detailed story about a lighthouse keeper and the sea."
 
 
+def api_client(base_url: str, api_key: str = "none") -> AsyncOpenAI:
+    """The client every workload uses. llama-server closes kept-alive connections after a few
+    requests; a request that got no response at all is safe to send again, hence the retries."""
+    return AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=2, timeout=900)
+
+
 @dataclass
 class Sample:
     """One request's measurements."""
@@ -100,7 +106,7 @@ async def main() -> None:
     parser.add_argument("--api-key", default="none")
     parser.add_argument("--rows", type=int, default=64)
     args = parser.parse_args()
-    client = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key, max_retries=0, timeout=600)
+    client = api_client(args.base_url, args.api_key)
     report = {"w3_1": await w3(client, args.model, 1), "w3_8": await w3(client, args.model, 8),
               "w1_seq": await w1(client, args.model, args.rows, 1), "w1_8": await w1(client, args.model, args.rows, 8)}
     print(json.dumps(report, indent=2))

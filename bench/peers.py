@@ -62,7 +62,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running(command: list[str], port: int, health: str = "/health") -> Iterator[str]:
     """Run a server process until the block ends; yields its /v1 base URL once healthy."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    PEERS.mkdir(exist_ok=True)
+    log = (PEERS / f"{Path(command[0]).name}-{port}.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -76,6 +78,7 @@ def running(command: list[str], port: int, health: str = "/health") -> Iterator[
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
 
 
 def minimill_command(port: int, threads: int, extra: list[str]) -> list[str]:

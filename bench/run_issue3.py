@@ -14,14 +14,12 @@ import platform
 import time
 from pathlib import Path
 
-from openai import AsyncOpenAI
-
 from bench import client, peers
 
 
 async def measure(base_url: str, rows: int) -> dict[str, dict[str, float]]:
     """Every workload against one server."""
-    api = AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=900)
+    api = client.api_client(base_url)
     return {"w3_1": await client.w3(api, "smollm2-135m", 1), "w3_8": await client.w3(api, "smollm2-135m", 8),
             "w1_seq": await client.w1(api, "smollm2-135m", rows, 1),
             "w1_8": await client.w1(api, "smollm2-135m", rows, 8)}

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from openai import AsyncOpenAI
-
 from bench import client, peers
 
 
 async def both_w3(url: str) -> dict[str, dict[str, float]]:
     """W3 with 1 stream, then 8 streams, against one server."""
-    api = AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+    api = client.api_client(url)
     return {"w3_1": await client.w3(api, "smollm2-135m", 1), "w3_8": await client.w3(api, "smollm2-135m", 8)}
 
 

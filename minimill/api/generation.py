@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
+from minimill.api.convert import add_usage
 from minimill.engine.engine import Engine
 from minimill.engine.types import ChoiceDelta, GenerationRequest, TokenLogprob, Usage
 
@@ -66,9 +67,7 @@ async def _merge(primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDel
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, Usage):
-                total = Usage(total.prompt_tokens + item.prompt_tokens,
-                              total.completion_tokens + item.completion_tokens,
-                              total.cached_tokens + item.cached_tokens)
+                total = add_usage(total, item)
                 remaining -= 1
             else:
                 yield ChoiceDelta(index=item.index + offsets[k], text=item.text, token_ids=item.token_ids,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
 
+from minimill.api.convert import usage_out
 from minimill.api.errors import describe
 from minimill.engine.types import ChoiceDelta, Usage
 from minimill.errors import MinimillError
@@ -22,8 +23,8 @@ def event(payload: object) -> str:
 
 def stream_response(items: AsyncIterator[ChoiceDelta | Usage],
                     chunk: Callable[[ChoiceDelta], dict[str, object]],
-                    usage_chunk: Callable[[Usage], dict[str, object]] | None) -> StreamingResponse:
-    """Stream deltas as chunks; the usage chunk (empty choices) only when asked for.
+                    head: dict[str, object], include_usage: bool) -> StreamingResponse:
+    """Stream deltas as chunks (`head` + choices); a usage chunk with empty choices when asked for.
 
     Closing the response (client gone) closes `items`, which aborts the engine requests.
     """
@@ -32,8 +33,8 @@ def stream_response(items: AsyncIterator[ChoiceDelta | Usage],
         try:
             async for item in items:
                 if isinstance(item, Usage):
-                    if usage_chunk is not None:
-                        yield event(usage_chunk(item))
+                    if include_usage:
+                        yield event({**head, "choices": [], "usage": usage_out(item).model_dump()})
                 else:
                     yield event(chunk(item))
         except MinimillError as exc:  # the 200 has been sent: report in-band, as OpenAI does

@@ -201,7 +201,9 @@ class Engine:
 
     def _submit(self, kind: str, state: _Request) -> None:
         if self._stop.is_set():
-            raise EngineUnavailable("the engine is shutting down")
+            if kind == "add":
+                raise EngineUnavailable("the engine is shutting down")
+            return  # nothing runs any more: there is nothing to abort
         self._inbox.put((kind, state))
         self._wake.set()
 

@@ -12,7 +12,7 @@ from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.generation import gather, start, unless_disconnected
 from minimill.api.schemas import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut
 from minimill.api.sse import stream_response
-from minimill.engine.types import ChoiceDelta, GenerationRequest, Usage
+from minimill.engine.types import ChoiceDelta, GenerationRequest
 from minimill.errors import InvalidRequest
 
 router = APIRouter()
@@ -39,11 +39,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
             return {**head, "choices": [{"index": delta.index, "delta": {"role": "assistant", "content": delta.text},
                                          "logprobs": logprobs, "finish_reason": delta.finish_reason}]}
 
-        def usage_chunk(usage: Usage) -> dict[str, object]:
-            return {**head, "choices": [], "usage": convert.usage_out(usage).model_dump()}
-
         include = body.stream_options is not None and body.stream_options.include_usage
-        return stream_response(stream, chunk, usage_chunk if include else None)
+        return stream_response(stream, chunk, head, include)
 
     result = await unless_disconnected(request, lambda: gather(stream, body.n))
     if result is None:

@@ -12,7 +12,7 @@ from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.generation import gather, start, unless_disconnected
 from minimill.api.schemas import Completion, CompletionChoice, CompletionRequest
 from minimill.api.sse import stream_response
-from minimill.engine.types import ChoiceDelta, GenerationRequest, Usage
+from minimill.engine.types import ChoiceDelta, GenerationRequest
 
 router = APIRouter()
 
@@ -42,11 +42,8 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
             return {**head, "choices": [{"index": delta.index, "text": prefix + delta.text, "logprobs": logprobs,
                                          "finish_reason": delta.finish_reason}]}
 
-        def usage_chunk(usage: Usage) -> dict[str, object]:
-            return {**head, "choices": [], "usage": convert.usage_out(usage).model_dump()}
-
         include = body.stream_options is not None and body.stream_options.include_usage
-        return stream_response(stream, chunk, usage_chunk if include else None)
+        return stream_response(stream, chunk, head, include)
 
     result = await unless_disconnected(request, lambda: gather(stream, body.n * len(prompts)))
     if result is None:
