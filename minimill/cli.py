@@ -32,6 +32,8 @@ def serve(
     max_queue: Annotated[int | None, typer.Option(help="Waiting requests before 429 [256].")] = None,
     kv_type: Annotated[str | None, typer.Option(
         help="KV element type: bf16, f16, q8_0, q4_0 [bf16: greedy output independent of batching].")] = None,
+    retain_cells: Annotated[int | None, typer.Option(
+        help="Used KV cells up to which finished sequences are kept as reusable prefixes [4096].")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Accepted API key; repeat for several.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where minimill keeps its files [.data].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
@@ -46,7 +48,7 @@ def serve(
     try:
         config = build_config(models=model, host=host, port=port, kv_size=kv_size, max_seqs=max_seqs,
                               threads=threads, step_tokens=step_tokens, max_queue=max_queue,
-                              kv_type=kv_type, api_keys=api_key, data_dir=data_dir)
+                              kv_type=kv_type, retain_cells=retain_cells, api_keys=api_key, data_dir=data_dir)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     runtime = Runtime.build(config)

@@ -26,7 +26,10 @@ class EngineConfig:
     step_tokens: int = 512
     max_queue: int = 256
     kv_type: KVType = "bf16"
-    retain_finished: bool = True
+    # Finished sequences stay in the KV as reusable prefixes while the cache holds at most this many
+    # used cells; past it the least recently used are evicted. Attention in a unified KV spans the
+    # used cells, so this bounds what retention costs every decode step. 0 retains nothing.
+    retain_cells: int = 4096
 
     def __post_init__(self) -> None:
         if self.kv_size < 256:
@@ -35,6 +38,8 @@ class EngineConfig:
             raise ValueError("max_seqs must be between 1 and 256")
         if self.step_tokens < 16:
             raise ValueError("step_tokens must be at least 16")
+        if self.retain_cells < 0:
+            raise ValueError("retain_cells must be >= 0")
         if self.max_queue < 1:
             raise ValueError("max_queue must be at least 1")
 
@@ -73,6 +78,7 @@ class EnvSettings(BaseSettings):
     step_tokens: int | None = None
     max_queue: int | None = None
     kv_type: KVType | None = None
+    retain_cells: int | None = None
     data_dir: Path | None = None
 
     @field_validator("models", "api_keys", mode="before")

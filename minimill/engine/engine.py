@@ -91,7 +91,7 @@ class Engine:
         self.n_ctx = min(self.ctx.n_ctx, model.n_ctx_train)
         self.scheduler = Scheduler(SchedulerLimits(kv_cells=self.ctx.n_ctx, max_seqs=config.max_seqs,
                                                    step_tokens=config.step_tokens,
-                                                   retain_finished=config.retain_finished))
+                                                   retain_cells=config.retain_cells))
         self.runner = Runner(self.ctx)
         self.template = ChatTemplate.for_model(
             model.meta("tokenizer.chat_template"), model.meta("general.architecture"),

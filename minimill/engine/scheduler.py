@@ -30,7 +30,7 @@ class SchedulerLimits:
     kv_cells: int
     max_seqs: int
     step_tokens: int
-    retain_finished: bool = True
+    retain_cells: int = 4096
 
 
 @dataclass(slots=True)
@@ -77,10 +77,12 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """A running sequence is done: keep its KV as a reusable prefix, or free it."""
         self.running.remove(seq)
-        if self.limits.retain_finished and seq.num_computed > 0 and seq.slot is not None:
+        if self.limits.retain_cells and seq.num_computed > 0 and seq.slot is not None:
             seq.status = SeqStatus.RETAINED
             self.retained[seq.slot] = seq
             self.index.insert(seq.tenant, seq.slot, seq.tokens[: seq.num_computed])
+            while self.cells.used > self.limits.retain_cells and self._evict_one(protect=(), must_free=True):
+                pass
         else:
             self._free(seq)
 
@@ -210,9 +212,10 @@ class Scheduler:
             self._evict_one(protect)
         return self.free_slots.pop() if self.free_slots else None
 
-    def _evict_one(self, protect: tuple[int, ...]) -> bool:
+    def _evict_one(self, protect: tuple[int, ...], must_free: bool = False) -> bool:
+        """Free the least recently used retained prefix (one that frees cells, if `must_free`)."""
         for slot in self.retained:
-            if slot not in protect:
+            if slot not in protect and (not must_free or self.cells.cells_freed_by_release(slot)):
                 seq = self.retained.pop(slot)
                 self._free(seq)
                 self.counters.evictions += 1

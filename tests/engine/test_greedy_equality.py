@@ -25,8 +25,8 @@ def prompts(engine: Engine) -> list[list[int]]:
 
 
 def test_alone_equals_among_fifteen_others_equals_reference(model: LlamaModel) -> None:
-    alone_engine = make_engine(model, retain_finished=False)
-    batch_engine = make_engine(model, retain_finished=False)
+    alone_engine = make_engine(model, retain_cells=0)
+    batch_engine = make_engine(model, retain_cells=0)
     try:
         target = prompts(alone_engine)[0]
         alone = asyncio.run(collect(alone_engine, target, max_tokens=32, temperature=0))
@@ -64,7 +64,7 @@ def test_reused_prefix_gives_the_same_output_and_exact_cached_tokens(model: Llam
         reused = asyncio.run(collect(fresh, asked, max_tokens=24, temperature=0))
     finally:
         fresh.close()
-    cold_engine = make_engine(model, retain_finished=False)
+    cold_engine = make_engine(model, retain_cells=0)
     try:
         cold = asyncio.run(collect(cold_engine, asked, max_tokens=24, temperature=0))
     finally:

@@ -93,7 +93,7 @@ def test_lru_retained_prefix_is_evicted_for_a_new_slot() -> None:
 
 
 def test_newest_running_sequence_is_preempted_when_cells_run_out() -> None:
-    s = Scheduler(SchedulerLimits(kv_cells=24, max_seqs=4, step_tokens=64, retain_finished=False))
+    s = Scheduler(SchedulerLimits(kv_cells=24, max_seqs=4, step_tokens=64, retain_cells=0))
     a, b = seq(list(range(10)), max_tokens=8), seq(list(range(50, 60)), max_tokens=8)
     s.add(a)
     s.add(b)
@@ -104,3 +104,15 @@ def test_newest_running_sequence_is_preempted_when_cells_run_out() -> None:
     assert s.counters.preemptions >= 1 and b.preemptions >= 1 and a.preemptions == 0
     assert a.tokens[10:] == [7] * 8 and b.tokens[10:] == [7] * 8
     assert s.cells.used == 0
+
+
+def test_retention_is_capped_by_used_cells_least_recent_first() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=8, step_tokens=64, retain_cells=40))
+    shared = list(range(20))
+    rows = [seq(shared + [100 + i] * 8, max_tokens=1) for i in range(4)]
+    for row in rows:
+        s.add(row)
+        step(s)
+    # 20 shared cells + 8 own cells per row: only two rows fit in 40 (sources count as recently used)
+    assert [r.status for r in rows].count(SeqStatus.RETAINED) == 2 and rows[3].status is SeqStatus.RETAINED
+    assert s.cells.used == 36 and s.counters.evictions == 2 and rows[3].cached_tokens == 20
