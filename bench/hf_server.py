@@ -45,7 +45,8 @@ def build_app(threads: int) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         body = await request.json()
-        ids = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, return_tensors="pt")
+        ids = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)["input_ids"]
         max_tokens = int(body.get("max_tokens") or 128)
         ignore_eos = bool(body.get("ignore_eos"))
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -63,6 +64,9 @@ def build_app(threads: int) -> FastAPI:
         usage = lambda: {"prompt_tokens": int(ids.shape[1]), "completion_tokens": counts["completion"],  # noqa: E731
                          "total_tokens": int(ids.shape[1]) + counts["completion"]}
 
+        def finish() -> str:
+            return "length" if counts["completion"] >= max_tokens else "stop"
+
         async def pieces() -> AsyncIterator[str]:
             for text in streamer:  # blocking iterator: hand each piece to the loop
                 yield text
@@ -73,7 +77,7 @@ def build_app(threads: int) -> FastAPI:
             thread.join()
             return JSONResponse({"id": rid, "object": "chat.completion", "created": created, "model": body["model"],
                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": "length"}], "usage": usage()})
+                                              "finish_reason": finish()}], "usage": usage()})
 
         async def events() -> AsyncIterator[str]:
             head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body["model"]}
