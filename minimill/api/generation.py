@@ -31,20 +31,28 @@ async def start(engine: Engine, requests: Sequence[GenerationRequest]) -> AsyncI
     """Start every request and pull each one's first item, so queue-full or context errors surface
     as HTTP statuses before any response starts. Returns one merged stream: choice indexes of
     request k are offset by k*n, and a single summed Usage comes last."""
-    primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDelta | Usage]]] = []
-    try:
-        for request in requests:
-            stream = engine.generate(request)
-            primed.append((await anext(stream), stream))
-    except BaseException:
-        for _, stream in primed:
+    streams = [engine.generate(request) for request in requests]
+    firsts = await asyncio.gather(*(anext(stream) for stream in streams), return_exceptions=True)
+    failure = next((f for f in firsts if isinstance(f, BaseException)), None)
+    if failure is not None:
+        for stream in streams:
             await stream.aclose()  # type: ignore[attr-defined]
-        raise
-    return _merge(primed, [request.n for request in requests])
+        raise failure
+    primed = [(first, stream) for first, stream in zip(firsts, streams, strict=True)]
+    return _merge(primed, [request.n for request in requests])  # type: ignore[arg-type]
 
 
 async def _merge(primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDelta | Usage]]],
                  counts: list[int]) -> AsyncIterator[ChoiceDelta | Usage]:
+    if len(primed) == 1:  # the common case: no pump task, one hop less per token
+        first, stream = primed[0]
+        try:
+            yield first
+            async for delta in stream:
+                yield delta
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        return
     queue: asyncio.Queue[tuple[int, ChoiceDelta | Usage | BaseException]] = asyncio.Queue()
 
     async def pump(k: int, first: ChoiceDelta | Usage, stream: AsyncIterator[ChoiceDelta | Usage]) -> None:

@@ -46,7 +46,7 @@ def json_schema_to_grammar(schema: dict[str, object]) -> str:
     """GBNF for a JSON schema; raises InvalidRequest when the schema cannot be converted."""
     try:
         return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema)))
-    except (ValueError, KeyError, TypeError, AttributeError, AssertionError, RecursionError) as exc:
+    except Exception as exc:  # the converter raises many kinds on schemas it cannot express: all are bad input
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 
 
@@ -293,9 +293,18 @@ class LlamaContext:
         """Drop every sequence's KV."""
         lc.llama_memory_clear(self._memory, True)
 
-    def state_size(self, seq_id: int) -> int:
-        """Bytes needed to serialise one sequence's KV."""
-        return int(lc.llama_state_seq_get_size(self._ctx, seq_id))
+    def save(self, seq_id: int) -> bytes:
+        """Serialise one sequence's KV (positions, cells, K and V) to bytes."""
+        size = int(lc.llama_state_seq_get_size(self._ctx, seq_id))
+        buf = (ctypes.c_uint8 * size)()
+        written = int(lc.llama_state_seq_get_data(self._ctx, buf, size, seq_id))
+        return bytes(buf[:written])
+
+    def restore(self, seq_id: int, data: bytes) -> None:
+        """Load bytes from `save` into the empty sequence `seq_id`, bit for bit."""
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if int(lc.llama_state_seq_set_data(self._ctx, buf, len(data), seq_id)) == 0:
+            raise RuntimeError(f"llama.cpp could not restore {len(data)} bytes into sequence {seq_id}")
 
     def close(self) -> None:
         """Free the native context."""

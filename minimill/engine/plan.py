@@ -17,6 +17,14 @@ class PrefixCopy:
 
 
 @dataclass(frozen=True, slots=True)
+class Swap:
+    """Move sequence `key`'s KV between llama seq `slot` and host memory (out: save, in: restore)."""
+
+    key: int
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
 class PlanItem:
     """Compute `tokens` of sequence `key` (llama seq `slot`) at positions start.. ; sample after the last."""
 
@@ -32,9 +40,12 @@ class PlanItem:
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """One engine step: free KV of `releases`, apply `copies`, then one decode over `items`."""
+    """One engine step, done in this order: save `swap_out`, free `releases`, load `swap_in`,
+    apply `copies`, then one decode over `items`."""
 
+    swap_out: tuple[Swap, ...] = ()
     releases: tuple[int, ...] = ()
+    swap_in: tuple[Swap, ...] = ()
     copies: tuple[PrefixCopy, ...] = ()
     items: tuple[PlanItem, ...] = ()
 
@@ -46,7 +57,7 @@ class StepPlan:
     @property
     def empty(self) -> bool:
         """Nothing to do at all."""
-        return not (self.releases or self.copies or self.items)
+        return not (self.swap_out or self.releases or self.swap_in or self.copies or self.items)
 
 
 @dataclass(frozen=True, slots=True)

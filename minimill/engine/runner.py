@@ -36,6 +36,7 @@ class Runner:
         self.ctx = ctx
         self.batch = TokenBatch(ctx.shape.n_batch)
         self.samplers: dict[int, ChoiceSampler] = {}
+        self.swapped: dict[int, bytes] = {}  # KV of preempted sequences, by key, until swapped in
 
     def register(self, key: int, sampler: ChoiceSampler) -> None:
         """Attach the sampler of sequence `key`."""
@@ -43,14 +44,19 @@ class Runner:
 
     def unregister(self, key: int) -> None:
         """Free the sampler of sequence `key`, if any."""
+        self.swapped.pop(key, None)
         sampler = self.samplers.pop(key, None)
         if sampler is not None:
             sampler.chain.close()
 
     def execute(self, plan: StepPlan) -> StepResult:
-        """Apply releases and copies, decode all items in one batch, sample where asked."""
+        """Apply swaps, releases and copies, decode all items in one batch, sample where asked."""
+        for swap in plan.swap_out:
+            self.swapped[swap.key] = self.ctx.save(swap.slot)
         for slot in plan.releases:
             self.ctx.remove(slot)
+        for swap in plan.swap_in:
+            self.ctx.restore(swap.slot, self.swapped.pop(swap.key))
         for copy in plan.copies:
             self.ctx.copy_prefix(copy.src, copy.dst, copy.length)
         self.batch.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from minimill.engine.plan import PlanItem, PrefixCopy, StepPlan, StepResult
+from minimill.engine.plan import PlanItem, PrefixCopy, StepPlan, StepResult, Swap
 from minimill.engine.sequence import SeqStatus, Sequence
 from minimill.kv.cells import KVCells
 from minimill.kv.radix import RadixIndex
@@ -67,6 +67,8 @@ class Scheduler:
         self.free_slots: list[int] = list(range(limits.max_seqs - 1, -1, -1))
         self._slots: dict[int, Sequence] = {}
         self._releases: list[int] = []
+        self._swap_out: list[Swap] = []
+        self._swap_in: list[Swap] = []
 
     # ---- queue operations -------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -104,7 +106,7 @@ class Scheduler:
     @property
     def has_work(self) -> bool:
         """Whether a step would do anything."""
-        return bool(self.waiting or self.running or self._releases)
+        return bool(self.waiting or self.running or self._releases or self._swap_out)
 
     # ---- planning -----------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
@@ -129,8 +131,11 @@ class Scheduler:
             # Every running prefill is stuck on cells held by younger sequences: free the newest.
             self._preempt(self.running[-1])
             return self.schedule()
-        plan = StepPlan(releases=tuple(self._releases), copies=tuple(copies), items=tuple(items))
+        plan = StepPlan(swap_out=tuple(self._swap_out), releases=tuple(self._releases),
+                        swap_in=tuple(self._swap_in), copies=tuple(copies), items=tuple(items))
+        self._swap_out.clear()
         self._releases.clear()
+        self._swap_in.clear()
         assert budget >= 0 and len({item.key for item in items}) == len(items)
         return plan
 
@@ -145,6 +150,13 @@ class Scheduler:
         for seq in list(self.waiting):
             if budget == 0 or len(self.running) >= self.limits.max_seqs:
                 break
+            if seq.swapped:
+                if not self._resume(seq):
+                    break
+                count = min(seq.pending, budget)
+                items.append(self._plan_tokens(seq, count))
+                budget -= count
+                continue
             source = self._best_source(seq)
             if source is None:
                 continue  # a running prefill will soon give this request a longer prefix
@@ -160,6 +172,23 @@ class Scheduler:
             items.append(self._plan_tokens(seq, count))
             budget -= count
         return budget
+
+    def _resume(self, seq: Sequence) -> bool:
+        """Give a swapped-out sequence a slot and cells for its saved KV; False if there is no room."""
+        slot = self._take_slot(protect=())
+        if slot is None:
+            return False
+        if not self._make_room(seq.num_computed + 1 + len(self.running), protect=(), preempt=False):
+            self.free_slots.append(slot)
+            return False
+        self.waiting.remove(seq)
+        seq.slot, seq.status, seq.swapped = slot, SeqStatus.RUNNING, False
+        self._slots[slot] = seq
+        self.cells.append(slot, seq.num_computed)
+        self._swap_in.append(Swap(key=seq.key, slot=slot))
+        self.index.insert(seq.tenant, slot, seq.tokens[: seq.num_prompt])
+        self.running.append(seq)
+        return True
 
     def _best_source(self, seq: Sequence) -> _Source | None:
         """Longest prefix this sequence can copy now, or None if waiting for a prefill pays more."""
@@ -223,11 +252,17 @@ class Scheduler:
         return False
 
     def _preempt(self, seq: Sequence) -> None:
-        """Free a running sequence's KV and queue it first; it resumes by recomputing its tokens."""
+        """Save a running sequence's KV to host memory, free its cells and queue it first.
+
+        It resumes by loading those bytes: recomputing instead would batch the tokens differently
+        and could flip a near-tie, so a resumed sequence would not continue as it would have.
+        """
+        assert seq.slot is not None
+        self._swap_out.append(Swap(key=seq.key, slot=seq.slot))
         self.running.remove(seq)
         self._free(seq)
         seq.status = SeqStatus.WAITING
-        seq.num_computed = 0
+        seq.swapped = True
         seq.preemptions += 1
         self.counters.preemptions += 1
         self.waiting.appendleft(seq)

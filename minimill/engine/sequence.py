@@ -33,6 +33,7 @@ class Sequence:
     slot: int | None = None
     status: SeqStatus = SeqStatus.WAITING
     preemptions: int = 0
+    swapped: bool = False  # preempted with its KV saved to host memory: resumes by loading it
     admitted_once: bool = field(default=False)
 
     @property

@@ -138,3 +138,37 @@ def assert_running_drops_to_zero(server: Server) -> None:
     while server.metric("minimill_running_sequences") > 0:
         assert time.monotonic() < deadline, "the aborted sequence kept running"
         time.sleep(0.1)
+
+
+ODD_BODIES: list[object] = [
+    [], 42, "just a string", {}, {"model": MODEL},
+    '{"model": "smollm2-135m", "messages": [{"role": "user", "content": "\\ud800 lone"}], "max_tokens": 2}',
+    {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]},
+    {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 10**12},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2, "seed": 2**70},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2, "seed": -5},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2,
+     "response_format": {"type": "json_schema",
+                         "json_schema": {"name": "x", "schema": {"type": "object", "properties": 5}}}},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2,
+     "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}}},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2, "response_format": {"type": "json_schema"}},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2, "stop": [""]},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2, "n": 2, "stream": True, "logprobs": True},
+    {"model": MODEL, "messages": MESSAGES, "max_tokens": 2, "logit_bias": {"5": 1000}},
+    {"model": 7, "messages": MESSAGES},
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES, ids=range(len(ODD_BODIES)))
+def test_odd_inputs_never_cause_a_server_error(server: Server, body: object) -> None:
+    response = post(server, "/v1/chat/completions", body)
+    assert response.status_code in (200, 400, 404), response.text
+    if response.status_code != 200:
+        assert_error(response, response.status_code)
+
+
+@pytest.mark.parametrize("prompt", [[[]], [[1, 2], []], [""], ["a", ""]])
+def test_empty_prompts_in_a_batch_are_400(server: Server, prompt: object) -> None:
+    assert_error(post(server, "/v1/completions", {"model": MODEL, "prompt": prompt, "max_tokens": 2}), 400)

@@ -97,11 +97,15 @@ def test_newest_running_sequence_is_preempted_when_cells_run_out() -> None:
     a, b = seq(list(range(10)), max_tokens=8), seq(list(range(50, 60)), max_tokens=8)
     s.add(a)
     s.add(b)
+    plans = []
     for _ in range(30):
         if a.status is SeqStatus.FREED and b.status is SeqStatus.FREED:
             break
-        step(s)
+        plans.append(step(s))
     assert s.counters.preemptions >= 1 and b.preemptions >= 1 and a.preemptions == 0
+    # b's KV went to host memory and came back: nothing of it was computed twice
+    assert [w.key for p in plans for w in p.swap_out] == [w.key for p in plans for w in p.swap_in] != []
+    assert sum(len(i.tokens) for p in plans for i in p.items if i.key == b.key) == 10 + 7
     assert a.tokens[10:] == [7] * 8 and b.tokens[10:] == [7] * 8
     assert s.cells.used == 0
 
