@@ -3,7 +3,9 @@
 Each step hands out `step_tokens`: one token to every running sequence in decode, then chunks of
 prefill, then new admissions, which start with `num_computed` = the longest usable prefix copied
 from a live or retained sequence of the same tenant. KV cells are counted with `KVCells`, which
-mirrors llama.cpp's unified cache, so the plan never asks for cells that are not there.
+mirrors llama.cpp's unified cache, so the plan never asks for cells that are not there; when they
+run out, retained prefixes are evicted (LRU) and then the newest running sequence is preempted: its
+KV is swapped out to host memory and swapped back in when there is room.
 The scheduler never calls llama.cpp: it returns a `StepPlan` and learns the outcome in `update`.
 """
 
