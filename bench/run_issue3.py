@@ -59,10 +59,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-peer", action="store_true", help="measure minimill alone")
     parser.add_argument("--hf", action="store_true", help="also measure plain HF transformers")
+    parser.add_argument("--serve-args", default="", help="extra `minimill serve` flags, e.g. '--kv-type f16'")
     parser.add_argument("--out", type=Path, default=Path("bench/results/issue3.json"))
     args = parser.parse_args()
     servers: dict[str, Callable[[int], list[str]]] = {
-        "minimill": lambda port: peers.minimill_command(port, args.threads, [])}
+        "minimill": lambda port: peers.minimill_command(port, args.threads, args.serve_args.split())}
     if not args.no_peer:
         peers.build_llama_server()
         servers["llama-server"] = lambda port: peers.llama_server_command(port, args.threads)
