@@ -47,7 +47,9 @@ class SchedulerCounters:
 
 @dataclass(frozen=True, slots=True)
 class _Source:
-    holder: int
+    """The sequence to copy a prefix from (None: nothing to copy) and how many tokens of it."""
+
+    holder: int | None
     usable: int
 
 
@@ -162,7 +164,7 @@ class Scheduler:
             source = self._best_source(seq)
             if source is None:
                 continue  # a running prefill will soon give this request a longer prefix
-            protect = (source.holder,) if source.usable else ()
+            protect = (source.holder,) if source.holder is not None else ()
             slot = self._take_slot(protect)
             if slot is None:
                 break
@@ -195,7 +197,7 @@ class Scheduler:
     def _best_source(self, seq: Sequence) -> _Source | None:
         """Longest prefix this sequence can copy now, or None if waiting for a prefill pays more."""
         limit = len(seq.tokens) - 1  # the last token is always computed, for its logits
-        best = _Source(holder=-1, usable=0)
+        best = _Source(holder=None, usable=0)
         promised = 0
         for holder, shared in self.index.match(seq.tenant, seq.tokens).items():
             owner = self._slots[holder]
@@ -214,7 +216,7 @@ class Scheduler:
         seq.status = SeqStatus.RUNNING
         seq.num_computed = source.usable
         self._slots[slot] = seq
-        if source.usable:
+        if source.holder is not None:
             copies.append(PrefixCopy(src=source.holder, dst=slot, length=source.usable))
             self.cells.copy_prefix(source.holder, slot, source.usable)
             if source.holder in self.retained:
