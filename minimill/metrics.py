@@ -34,4 +34,19 @@ class Metrics:
                               model, buckets=TTFT_BUCKETS, registry=r)
         self.preemptions = Counter("minimill_preemptions", "Running sequences preempted", model, registry=r)
         self.evictions = Counter("minimill_prefix_evictions", "Retained prefixes evicted", model, registry=r)
+        tier = ["model", "tier"]
+        # Tier figures are monotonic totals kept by the tier store; exported as gauges set from them.
+        self.tier_bytes = Gauge("minimill_kv_tier_bytes", "Bytes of pinned KV per tier (live, ram, disk)",
+                                tier, registry=r)
+        self.tier_hits = Gauge("minimill_kv_tier_hits_total", "Named KV entries loaded from a tier", tier,
+                               registry=r)
+        self.tier_evictions = Gauge("minimill_kv_tier_evictions_total", "Entries moved out of a tier", tier,
+                                    registry=r)
+        self.tier_misses = Gauge("minimill_kv_tier_misses_total", "Named KV entries found in no tier", model,
+                                 registry=r)
+        self.tier_corrupt = Gauge("minimill_kv_tier_corrupt_files_total",
+                                  "Tier files dropped as truncated, corrupted or foreign", model, registry=r)
+        self.tier_hit_rate = Gauge("minimill_kv_tier_hit_rate",
+                                   "Share of named KV lookups served by each tier (live, ram, disk)", tier,
+                                   registry=r)
         self.requests = Counter("minimill_requests", "Finished requests", ["model", "outcome"], registry=r)

@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from minimill.config import EngineConfig
@@ -28,10 +28,11 @@ from minimill.engine.output import TextStream
 from minimill.engine.plan import SampledToken
 from minimill.engine.runner import ChoiceSampler, Runner
 from minimill.engine.scheduler import Scheduler, SchedulerCounters, SchedulerLimits
-from minimill.engine.sequence import SeqStatus
+from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
-from minimill.engine.types import ChoiceDelta, FinishReason, GenerationRequest, TokenLogprob, Usage
+from minimill.engine.types import ChoiceDelta, FinishReason, GenerationRequest, KVTier, TokenLogprob, Usage
 from minimill.errors import CapacityExceeded, ContextOverflow, EngineUnavailable, InvalidRequest
+from minimill.kv.tiers import StoredKV, TierStore
 from minimill.metrics import Metrics
 from minimill.models.chat import ChatMessage, ChatTemplate
 
@@ -70,6 +71,7 @@ class _Request:
     submitted: float = field(default_factory=time.monotonic)
     first_token: bool = False
     finished: bool = False
+    kv_tier: KVTier | None = None
 
     def send(self, item: ChoiceDelta | Usage | Exception) -> None:
         self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
@@ -78,8 +80,11 @@ class _Request:
 class Engine:
     """One model served: tokenization, chat templates, and generation with continuous batching."""
 
-    def __init__(self, name: str, model: LlamaModel, config: EngineConfig, metrics: Metrics) -> None:
+    def __init__(self, name: str, model: LlamaModel, config: EngineConfig, metrics: Metrics,
+                 tiers: TierStore | None = None) -> None:
         self.name = name
+        # Without a store, pinned KV lives in RAM only (tests, benchmarks); `serve` passes one with a disk tier.
+        self.tiers = tiers or TierStore(fingerprint=f"{model.path}:{config.kv_type}", directory=None)
         self.model = model
         self.config = config
         self.created = int(time.time())
@@ -100,6 +105,9 @@ class Engine:
         self._metrics = metrics
         self._keys = itertools.count(1)
         self._inbox: queue.SimpleQueue[tuple[str, _Request]] = queue.SimpleQueue()
+        self._controls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._kv_bytes_per_cell = 0.0
+        self._live_hits = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._live: dict[int, _Request] = {}  # seq key -> request, loop thread only
@@ -142,6 +150,26 @@ class Engine:
         s = self.scheduler
         return EngineStats(waiting=self._waiting, running=len(s.running), retained=len(s.retained),
                            kv_used=s.cells.used, kv_total=self.ctx.n_ctx, healthy=self._healthy)
+
+    # ---- named KV (prompt caches and sessions) ------------------------------------------------
+    def forget(self, name: str) -> None:
+        """Drop a named entry from every tier, the live KV included (a deleted or expired cache)."""
+        self.tiers.drop(name)
+        self._control(lambda: self.scheduler.unpin(name, evict=True))
+
+    def extend(self, name: str, expires_at: float) -> None:
+        """Keep a named entry until `expires_at` in every tier it is in."""
+        self.tiers.extend(name, expires_at)
+
+        def repin() -> None:
+            slot = self.scheduler.pins.get(name)
+            if slot is not None:
+                self.scheduler.retained[slot].pin = Pin(name, expires_at)
+        self._control(repin)
+
+    def _control(self, action: Callable[[], None]) -> None:
+        self._controls.put(action)
+        self._wake.set()
 
     # ---- generation --------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[ChoiceDelta | Usage]:
@@ -190,6 +218,10 @@ class Engine:
                 key = next(self._keys)
                 seq = Seq(key=key, tenant=request.tenant, tokens=list(request.prompt_tokens),
                           num_prompt=len(request.prompt_tokens), max_tokens=params.max_tokens)
+                if request.keep is not None and index == 0:
+                    seq.pin = Pin(request.keep.name, request.keep.expires_at)
+                if request.reuse is not None and request.reuse.namespace != request.tenant:
+                    seq.shared_namespace = request.reuse.namespace
                 self.runner.register(key, ChoiceSampler(chain, params.logprobs))
                 choices.append(_Choice(index=index, seq=seq, text=TextStream(params.stop)))
         except InvalidRequest:
@@ -226,18 +258,36 @@ class Engine:
                 self._fail_all(exc)
 
     def _drain_inbox(self) -> None:
+        while not self._controls.empty():
+            self._controls.get_nowait()()
         while True:
             try:
                 kind, state = self._inbox.get_nowait()
             except queue.Empty:
                 return
             if kind == "add":
+                self._find_reused(state)
                 for choice in state.choices:
                     self._live[choice.seq.key] = state
                     self.scheduler.add(choice.seq)
             else:
                 self._finish_request(state, outcome="aborted", abort=True)
             self._waiting = len(self.scheduler.waiting)
+
+    def _find_reused(self, state: _Request) -> None:
+        """Where the named entry a request reuses is: live, or loaded from RAM or disk for its first choice."""
+        ref = state.request.reuse
+        if ref is None:
+            return
+        if ref.name in self.scheduler.pins:
+            state.kv_tier = "live"
+            self._live_hits += 1
+            return
+        found = self.tiers.get(ref.name)
+        if found is not None:
+            entry, state.kv_tier = found
+            state.choices[0].seq.preload = Preload(pin=Pin(ref.name, entry.expires_at), namespace=ref.namespace,
+                                                   tokens=entry.tokens, data=entry.data)
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()
@@ -276,14 +326,29 @@ class Engine:
 
     def _finish_choice(self, state: _Request, choice: _Choice) -> None:
         choice.done = True
+        keep = state.request.keep
+        if choice.seq.pin is not None and keep is not None:
+            self._save_pinned(choice.seq, keep.durable)
         self.scheduler.finish(choice.seq)
         self._release_choice(choice)
         if all(c.done for c in state.choices):
             state.finished = True
+            cached = state.choices[0].seq.cached_tokens
             state.send(Usage(prompt_tokens=len(state.request.prompt_tokens),
                              completion_tokens=sum(c.seq.num_generated for c in state.choices),
-                             cached_tokens=state.choices[0].seq.cached_tokens))
+                             cached_tokens=cached, kv_tier=state.kv_tier if cached else None))
             self._metrics.requests.labels(self.name, "completed").inc()
+
+    def _save_pinned(self, seq: Seq, durable: bool) -> None:
+        """Write a pinned sequence's KV to the RAM tier (and disk if durable) before it is retained,
+        so evicting it later from the live KV loses nothing."""
+        assert seq.pin is not None and seq.slot is not None
+        if seq.num_computed == 0:
+            return
+        data = self.runner.save(seq.slot)
+        self._kv_bytes_per_cell = len(data) / seq.num_computed
+        self.tiers.put(seq.pin.name, StoredKV(tokens=tuple(seq.tokens[: seq.num_computed]), data=data,
+                                              expires_at=seq.pin.expires_at, durable=durable))
 
     def _release_choice(self, choice: _Choice) -> None:
         self._live.pop(choice.seq.key, None)
@@ -326,12 +391,28 @@ class Engine:
         self._reported = replace(c)
         if c.prompt_tokens:
             m.prefix_hit_rate.labels(name).set(c.cached_tokens / c.prompt_tokens)
+        self._record_tiers()
         now = time.monotonic()
         self._rate_window.append((now, sampled))
         self._rate_window = [(t, n) for t, n in self._rate_window if now - t <= 5.0]
         span = now - self._rate_window[0][0]
         if span > 0:
             m.tokens_per_second.labels(name).set(sum(n for _, n in self._rate_window) / span)
+
+    def _record_tiers(self) -> None:
+        m, name, t = self._metrics, self.name, self.tiers
+        pinned_cells = sum(self.scheduler.cells.length(slot) for slot in self.scheduler.pins.values())
+        m.tier_bytes.labels(name, "live").set(pinned_cells * self._kv_bytes_per_cell)
+        for tier in ("ram", "disk"):
+            m.tier_bytes.labels(name, tier).set(t.bytes_in(tier))
+            m.tier_hits.labels(name, tier).set(t.counters.hits[tier])
+            m.tier_evictions.labels(name, tier).set(t.counters.evictions[tier])
+        m.tier_misses.labels(name).set(t.counters.misses)
+        hits = {"live": self._live_hits, **t.counters.hits}
+        lookups = sum(hits.values()) + t.counters.misses
+        for tier_name, count in hits.items():
+            m.tier_hit_rate.labels(name, tier_name).set(count / lookups if lookups else 0.0)
+        m.tier_corrupt.labels(name).set(t.counters.corrupt)
 
     def close(self) -> None:
         """Stop the loop thread, fail what is still live, and free native memory."""

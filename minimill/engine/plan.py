@@ -25,6 +25,17 @@ class Swap:
 
 
 @dataclass(frozen=True, slots=True)
+class Load:
+    """Restore serialised KV bytes from a colder tier into the empty llama seq `slot`."""
+
+    slot: int
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"Load(slot={self.slot}, bytes={len(self.data)})"
+
+
+@dataclass(frozen=True, slots=True)
 class PlanItem:
     """Compute `tokens` of sequence `key` (llama seq `slot`) at positions start.. ; sample after the last."""
 
@@ -40,12 +51,13 @@ class PlanItem:
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """One engine step, done in this order: save `swap_out`, free `releases`, load `swap_in`,
-    apply `copies`, then one decode over `items`."""
+    """One engine step, done in this order: save `swap_out`, free `releases`, load `swap_in` and
+    `loads`, apply `copies`, then one decode over `items`."""
 
     swap_out: tuple[Swap, ...] = ()
     releases: tuple[int, ...] = ()
     swap_in: tuple[Swap, ...] = ()
+    loads: tuple[Load, ...] = ()
     copies: tuple[PrefixCopy, ...] = ()
     items: tuple[PlanItem, ...] = ()
 
@@ -57,7 +69,7 @@ class StepPlan:
     @property
     def empty(self) -> bool:
         """Nothing to do at all."""
-        return not (self.swap_out or self.releases or self.swap_in or self.copies or self.items)
+        return not (self.swap_out or self.releases or self.swap_in or self.loads or self.copies or self.items)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,10 @@ class Runner:
         if sampler is not None:
             sampler.chain.close()
 
+    def save(self, slot: int) -> bytes:
+        """Serialise the KV of llama seq `slot` (for a colder tier); the KV stays where it is."""
+        return self.ctx.save(slot)
+
     def execute(self, plan: StepPlan) -> StepResult:
         """Apply swaps, releases and copies, decode all items in one batch, sample where asked."""
         for swap in plan.swap_out:
@@ -57,6 +61,8 @@ class Runner:
             self.ctx.remove(slot)
         for swap in plan.swap_in:
             self.ctx.restore(swap.slot, self.swapped.pop(swap.key))
+        for load in plan.loads:
+            self.ctx.restore(load.slot, load.data)
         for copy in plan.copies:
             self.ctx.copy_prefix(copy.src, copy.dst, copy.length)
         self.batch.clear()

@@ -6,16 +6,21 @@ from a live or retained sequence of the same tenant. KV cells are counted with `
 mirrors llama.cpp's unified cache, so the plan never asks for cells that are not there; when they
 run out, retained prefixes are evicted (LRU) and then the newest running sequence is preempted: its
 KV is swapped out to host memory and swapped back in when there is room.
+Pinned prefixes (prompt caches, chat sessions) are retained under a name until they expire; their
+bytes are already in a colder tier (the engine saves them at finish), so under pressure they are
+evicted after every unpinned prefix, and a later request loads them back (`Preload`).
 The scheduler never calls llama.cpp: it returns a `StepPlan` and learns the outcome in `update`.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from minimill.engine.plan import PlanItem, PrefixCopy, StepPlan, StepResult, Swap
-from minimill.engine.sequence import SeqStatus, Sequence
+from minimill.engine.plan import Load, PlanItem, PrefixCopy, StepPlan, StepResult, Swap
+from minimill.engine.sequence import Preload, SeqStatus, Sequence
 from minimill.kv.cells import KVCells
 from minimill.kv.radix import RadixIndex
 
@@ -56,8 +61,9 @@ class _Source:
 class Scheduler:
     """Decides each step's work. Mutates only its own queues, the cell model and the prefix index."""
 
-    def __init__(self, limits: SchedulerLimits) -> None:
+    def __init__(self, limits: SchedulerLimits, clock: Callable[[], float] = time.time) -> None:
         self.limits = limits
+        self._now = clock
         self.counters = SchedulerCounters()
         self._clear()
 
@@ -73,6 +79,8 @@ class Scheduler:
         self._releases: list[int] = []
         self._swap_out: list[Swap] = []
         self._swap_in: list[Swap] = []
+        self._loads: list[Load] = []
+        self.pins: dict[str, int] = {}  # pinned name -> retained slot holding it
 
     # ---- queue operations -------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -81,13 +89,18 @@ class Scheduler:
         self.waiting.append(seq)
 
     def finish(self, seq: Sequence) -> None:
-        """A running sequence is done: keep its KV as a reusable prefix, or free it."""
+        """A running sequence is done: keep its KV as a reusable prefix (pinned if it has a pin), or free it."""
         self.running.remove(seq)
-        if self.limits.retain_cells and seq.num_computed > 0 and seq.slot is not None:
+        if (self.limits.retain_cells or seq.pin) and seq.num_computed > 0 and seq.slot is not None:
             seq.status = SeqStatus.RETAINED
             self.retained[seq.slot] = seq
             self.index.insert(seq.tenant, seq.slot, seq.tokens[: seq.num_computed])
-            while self.cells.used > self.limits.retain_cells and self._evict_one(protect=(), must_free=True):
+            if seq.pin is not None:
+                self.unpin(seq.pin.name)  # an earlier turn of the session: now an ordinary prefix
+                self.pins[seq.pin.name] = seq.slot
+            # The cap bounds unpinned prefixes; pinned ones leave the live KV only under pressure.
+            while self.cells.used > self.limits.retain_cells and self._evict_one(
+                    protect=(), must_free=True, pinned_too=False):
                 pass
         else:
             self._free(seq)
@@ -101,6 +114,23 @@ class Scheduler:
             self.running.remove(seq)
             self._free(seq)
 
+    def unpin(self, name: str, evict: bool = False) -> None:
+        """Stop pinning `name`; its KV stays as an ordinary prefix, or is freed if `evict`."""
+        slot = self.pins.pop(name, None)
+        if slot is None:
+            return
+        holder = self.retained[slot]
+        holder.pin = None
+        if evict:
+            del self.retained[slot]
+            self._free(holder)
+
+    def _expire_pins(self) -> None:
+        """An expired pin becomes an ordinary retained prefix (its KV may still be reused)."""
+        now = self._now()
+        for name in [n for n, slot in self.pins.items() if self.retained[slot].pin.expires_at <= now]:  # type: ignore[union-attr]
+            self.unpin(name)
+
     def reset(self) -> list[Sequence]:
         """Forget all state after an engine failure; returns the sequences that were live."""
         live = list(self.waiting) + self.running
@@ -110,11 +140,12 @@ class Scheduler:
     @property
     def has_work(self) -> bool:
         """Whether a step would do anything."""
-        return bool(self.waiting or self.running or self._releases or self._swap_out)
+        return bool(self.waiting or self.running or self._releases or self._swap_out or self._loads)
 
     # ---- planning -----------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
         """Plan one step. Mutates queues, cells and index as if the plan succeeds."""
+        self._expire_pins()
         budget = self.limits.step_tokens
         items: list[PlanItem] = []
         copies: list[PrefixCopy] = []
@@ -136,10 +167,12 @@ class Scheduler:
             self._preempt(self.running[-1])
             return self.schedule()
         plan = StepPlan(swap_out=tuple(self._swap_out), releases=tuple(self._releases),
-                        swap_in=tuple(self._swap_in), copies=tuple(copies), items=tuple(items))
+                        swap_in=tuple(self._swap_in), loads=tuple(self._loads), copies=tuple(copies),
+                        items=tuple(items))
         self._swap_out.clear()
         self._releases.clear()
         self._swap_in.clear()
+        self._loads.clear()
         assert budget >= 0 and len({item.key for item in items}) == len(items)
         return plan
 
@@ -161,6 +194,9 @@ class Scheduler:
                 items.append(self._plan_tokens(seq, count))
                 budget -= count
                 continue
+            if seq.preload is not None:
+                self._load(seq.preload)
+                seq.preload = None  # one try: without room, the prefix is recomputed
             source = self._best_source(seq)
             if source is None:
                 continue  # a running prefill will soon give this request a longer prefix
@@ -194,12 +230,36 @@ class Scheduler:
         self.running.append(seq)
         return True
 
+    def _load(self, preload: Preload) -> None:
+        """Put a colder tier's KV into a fresh slot as a pinned, retained prefix (unless it is live)."""
+        if preload.pin.name in self.pins:
+            return
+        slot = self._take_slot(protect=())
+        if slot is None:
+            return
+        length = len(preload.tokens)
+        if not self._make_room(length + len(self.running) + 1, protect=(), preempt=False):
+            self.free_slots.append(slot)
+            return
+        holder = Sequence(key=-1, tenant=preload.namespace, tokens=list(preload.tokens), num_prompt=length,
+                          max_tokens=0, num_computed=length, slot=slot, status=SeqStatus.RETAINED,
+                          pin=preload.pin)
+        self._slots[slot] = holder
+        self.cells.append(slot, length)
+        self.retained[slot] = holder
+        self.index.insert(holder.tenant, slot, holder.tokens)
+        self.pins[preload.pin.name] = slot
+        self._loads.append(Load(slot=slot, data=preload.data))
+
     def _best_source(self, seq: Sequence) -> _Source | None:
         """Longest prefix this sequence can copy now, or None if waiting for a prefill pays more."""
         limit = len(seq.tokens) - 1  # the last token is always computed, for its logits
         best = _Source(holder=None, usable=0)
         promised = 0
-        for holder, shared in self.index.match(seq.tenant, seq.tokens).items():
+        matches = self.index.match(seq.tenant, seq.tokens)
+        if seq.shared_namespace is not None:
+            matches.update(self.index.match(seq.shared_namespace, seq.tokens))
+        for holder, shared in matches.items():
             owner = self._slots[holder]
             usable = min(shared, owner.num_computed, limit)
             if usable > best.usable:
@@ -245,11 +305,24 @@ class Scheduler:
             self._evict_one(protect)
         return self.free_slots.pop() if self.free_slots else None
 
-    def _evict_one(self, protect: tuple[int, ...], must_free: bool = False) -> bool:
-        """Free the least recently used retained prefix (one that frees cells, if `must_free`)."""
-        for slot in self.retained:
-            if slot not in protect and (not must_free or self.cells.cells_freed_by_release(slot)):
-                seq = self.retained.pop(slot)
+    def _evict_one(self, protect: tuple[int, ...], must_free: bool = False, pinned_too: bool = True) -> bool:
+        """Free the least recently used retained prefix (one that frees cells, if `must_free`).
+
+        Unpinned and expired prefixes go first; a pinned one only when nothing else is left (its
+        bytes are in a colder tier, so it moves down rather than disappears).
+        """
+        now = self._now()
+        for pinned_pass in (False, True) if pinned_too else (False,):
+            for slot, seq in self.retained.items():
+                pinned = seq.pin is not None and seq.pin.expires_at > now
+                if pinned != pinned_pass or slot in protect:
+                    continue
+                if must_free and not self.cells.cells_freed_by_release(slot):
+                    continue
+                del self.retained[slot]
+                if seq.pin is not None:
+                    del self.pins[seq.pin.name]
+                    seq.pin = None
                 self._free(seq)
                 self.counters.evictions += 1
                 return True
@@ -309,5 +382,8 @@ class Scheduler:
         assert set(self._slots) == owners
         for seq in self.running:
             assert seq.slot is not None and self.cells.length(seq.slot) == seq.num_computed
+        for name, slot in self.pins.items():
+            holder = self.retained[slot]
+            assert holder.pin is not None and holder.pin.name == name, "pin index disagrees"
         self.cells.check()
         self.index.check()

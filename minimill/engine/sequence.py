@@ -6,6 +6,26 @@ import enum
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """Keep this sequence's KV under `name` after it finishes, not evicted before `expires_at`
+    (unix seconds) unless its bytes are safe in a colder tier."""
+
+    name: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Preload:
+    """Serialised KV of `tokens` to load into a fresh slot before this sequence is admitted, so it
+    can copy its prefix from there. Indexed under `namespace` and pinned as `pin`."""
+
+    pin: Pin
+    namespace: str
+    tokens: tuple[int, ...]
+    data: bytes
+
+
 class SeqStatus(enum.Enum):
     """Where a sequence is in its life."""
 
@@ -35,6 +55,9 @@ class Sequence:
     preemptions: int = 0
     swapped: bool = False  # preempted with its KV saved to host memory: resumes by loading it
     admitted_once: bool = field(default=False)
+    pin: Pin | None = None  # keep the KV under a name once finished (caches, sessions)
+    preload: Preload | None = None  # KV bytes from a colder tier to copy the prefix from
+    shared_namespace: str | None = None  # a shared cache's namespace this sequence may also read
 
     @property
     def pending(self) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FinishReason = Literal["stop", "length", "abort"]
+KVTier = Literal["live", "ram", "disk"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +44,31 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedKV:
+    """A named, pinned KV entry (a prompt cache or a chat session) and the prefix namespace it is
+    indexed under. `durable` entries are written to disk as soon as they exist."""
+
+    name: str
+    namespace: str
+    expires_at: float
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One prompt (as token ids) to continue `n` times. `tenant` scopes prefix reuse."""
+    """One prompt (as token ids) to continue `n` times. `tenant` scopes prefix reuse.
+
+    `reuse` names an entry whose KV the prompt starts with (loaded from a colder tier if it is not
+    live); `keep` pins the first choice's prompt and answer under a name once it finishes.
+    """
 
     request_id: str
     prompt_tokens: tuple[int, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
     tenant: str = ""
+    reuse: NamedKV | None = None
+    keep: NamedKV | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +111,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    kv_tier: KVTier | None = None  # where a named entry's KV came from
 
     @property
     def total_tokens(self) -> int:

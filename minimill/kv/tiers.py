@@ -1,0 +1,257 @@
+"""RAM and disk tiers of serialised KV: one entry per name (a prompt cache or a chat session).
+
+An entry is the token ids its KV covers, the bytes llama.cpp serialised for them, and an expiry.
+RAM is an LRU dict bounded in bytes; what falls out of it moves to disk (one file per entry),
+and a disk hit moves back up. Durable entries (prompt caches) are written to disk at once so they
+survive a restart. Every file carries a header (model fingerprint, KV type, token ids, expiry) and a
+SHA-256 over header and payload: a truncated, corrupted or foreign file is deleted and reported as
+a miss, never loaded. No model and no llama.cpp in here: tokens and bytes only. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Tier = Literal["ram", "disk"]
+MAGIC = b"MMKV\x01"
+_LENGTH = struct.Struct("<Q")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKV:
+    """The KV of `tokens` as llama.cpp serialised it, valid until `expires_at` (unix seconds)."""
+
+    tokens: tuple[int, ...]
+    data: bytes
+    expires_at: float
+    durable: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this entry takes in RAM."""
+        return len(self.data) + 4 * len(self.tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class TierLimits:
+    """Capacity of each tier in bytes."""
+
+    ram_bytes: int = 1 << 30
+    disk_bytes: int = 16 << 30
+
+
+@dataclass(slots=True)
+class TierCounters:
+    """Monotonic counters per tier, for metrics."""
+
+    hits: dict[str, int] = field(default_factory=lambda: {"ram": 0, "disk": 0})
+    misses: int = 0
+    evictions: dict[str, int] = field(default_factory=lambda: {"ram": 0, "disk": 0})
+    corrupt: int = 0
+
+
+def _file_name(name: str) -> str:
+    # Names carry tenants and ids: hash them so a file name reveals nothing and is always safe.
+    return hashlib.sha256(name.encode()).hexdigest()[:40] + ".kv"
+
+
+def encode_file(fingerprint: str, name: str, entry: StoredKV) -> bytes:
+    """File bytes: magic, header length, JSON header, payload, then SHA-256 of everything before it."""
+    header = json.dumps({"fingerprint": fingerprint, "name": name, "tokens": list(entry.tokens),
+                         "expires_at": entry.expires_at, "payload_bytes": len(entry.data)}).encode()
+    body = MAGIC + _LENGTH.pack(len(header)) + header + entry.data
+    return body + hashlib.sha256(body).digest()
+
+
+def decode_file(raw: bytes, fingerprint: str, name: str) -> StoredKV | None:
+    """The entry in `raw`, or None when it is truncated, corrupted, foreign or for another name."""
+    if len(raw) < len(MAGIC) + _LENGTH.size + 32 or not raw.startswith(MAGIC):
+        return None
+    body, digest = raw[:-32], raw[-32:]
+    if hashlib.sha256(body).digest() != digest:
+        return None
+    (length,) = _LENGTH.unpack_from(body, len(MAGIC))
+    start = len(MAGIC) + _LENGTH.size
+    try:
+        header = json.loads(body[start:start + length])
+        payload = body[start + length:]
+        if (header["fingerprint"] != fingerprint or header["name"] != name
+                or header["payload_bytes"] != len(payload)):
+            return None
+        return StoredKV(tokens=tuple(int(t) for t in header["tokens"]), data=payload,
+                        expires_at=float(header["expires_at"]), durable=True)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class TierStore:
+    """Named KV entries in RAM (LRU, bounded) over a directory of files (LRU by access, bounded).
+
+    `fingerprint` identifies the model file and KV type: files written under another one are
+    rejected. `directory=None` keeps a RAM tier only.
+    """
+
+    def __init__(self, fingerprint: str, directory: Path | None, limits: TierLimits = TierLimits(),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.fingerprint = fingerprint
+        self.directory = directory
+        self.limits = limits
+        self.counters = TierCounters()
+        self._now = clock
+        self._lock = threading.Lock()
+        self._ram: OrderedDict[str, StoredKV] = OrderedDict()
+        self._ram_bytes = 0
+        self._disk: OrderedDict[str, int] = OrderedDict()  # file name -> size, least recent first
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            files = sorted(directory.glob("*.kv"), key=lambda p: p.stat().st_mtime)
+            for path in files:
+                self._disk[path.name] = path.stat().st_size
+            for stale in directory.glob("*.tmp"):
+                stale.unlink(missing_ok=True)  # a write that a crash interrupted
+
+    # ---- queries ------------------------------------------------------------------------------
+    def bytes_in(self, tier: Tier) -> int:
+        """Bytes held in a tier."""
+        with self._lock:
+            return self._ram_bytes if tier == "ram" else sum(self._disk.values())
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return isinstance(name, str) and (name in self._ram or _file_name(name) in self._disk)
+
+    # ---- operations ---------------------------------------------------------------------------
+    def put(self, name: str, entry: StoredKV) -> None:
+        """Store `entry` under `name` in RAM (and on disk at once if it is durable)."""
+        with self._lock:
+            self._drop_ram(name)
+            if entry.durable:
+                self._write(name, entry)
+            self._ram[name] = entry
+            self._ram_bytes += entry.nbytes
+            self._spill()
+
+    def get(self, name: str) -> tuple[StoredKV, Tier] | None:
+        """The live entry and the tier it came from; a disk hit moves up to RAM. None on a miss."""
+        with self._lock:
+            entry = self._ram.get(name)
+            tier: Tier = "ram"
+            if entry is None:
+                entry = self._read(name)
+                tier = "disk"
+            if entry is None or entry.expires_at <= self._now():
+                if entry is not None:
+                    self._drop(name)
+                self.counters.misses += 1
+                return None
+            self.counters.hits[tier] += 1
+            if tier == "disk":
+                self._ram[name] = entry
+                self._ram_bytes += entry.nbytes
+                self._spill(keep=name)
+            self._ram.move_to_end(name)
+            return entry, tier
+
+    def extend(self, name: str, expires_at: float) -> None:
+        """Move an entry's expiry (rewriting its file when it has one)."""
+        with self._lock:
+            entry = self._ram.get(name) or self._read(name)
+            if entry is None:
+                return
+            updated = StoredKV(entry.tokens, entry.data, expires_at, entry.durable)
+            if name in self._ram:
+                self._ram[name] = updated
+            if updated.durable or _file_name(name) in self._disk:
+                self._write(name, updated)
+
+    def drop(self, name: str) -> None:
+        """Forget `name` in every tier."""
+        with self._lock:
+            self._drop(name)
+
+    def expire(self) -> int:
+        """Drop expired RAM entries (disk entries are checked when read); returns how many."""
+        with self._lock:
+            now = self._now()
+            dead = [name for name, entry in self._ram.items() if entry.expires_at <= now]
+            for name in dead:
+                self._drop(name)
+            return len(dead)
+
+    # ---- internals (lock held) ----------------------------------------------------------------
+    def _drop(self, name: str) -> None:
+        self._drop_ram(name)
+        file = _file_name(name)
+        if file in self._disk and self.directory is not None:
+            del self._disk[file]
+            (self.directory / file).unlink(missing_ok=True)
+
+    def _drop_ram(self, name: str) -> None:
+        old = self._ram.pop(name, None)
+        if old is not None:
+            self._ram_bytes -= old.nbytes
+
+    def _spill(self, keep: str | None = None) -> None:
+        """Move least recently used RAM entries to disk until RAM fits its limit."""
+        while self._ram_bytes > self.limits.ram_bytes and len(self._ram) > (1 if keep else 0):
+            name = next(n for n in self._ram if n != keep)
+            entry = self._ram[name]
+            self._drop_ram(name)
+            self.counters.evictions["ram"] += 1
+            if self.directory is not None and entry.expires_at > self._now() and (
+                    _file_name(name) not in self._disk):
+                self._write(name, entry)
+
+    def _write(self, name: str, entry: StoredKV) -> None:
+        if self.directory is None:
+            return
+        file = _file_name(name)
+        raw = encode_file(self.fingerprint, name, entry)
+        tmp = self.directory / (file + ".tmp")
+        with open(tmp, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.directory / file)  # atomic: a reader sees the old file or the new one
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._disk.pop(file, None)
+        self._disk[file] = len(raw)
+        while sum(self._disk.values()) > self.limits.disk_bytes and len(self._disk) > 1:
+            victim = next(iter(self._disk))
+            del self._disk[victim]
+            (self.directory / victim).unlink(missing_ok=True)
+            self.counters.evictions["disk"] += 1
+
+    def _read(self, name: str) -> StoredKV | None:
+        file = _file_name(name)
+        if self.directory is None or file not in self._disk:
+            return None
+        path = self.directory / file
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            raw = b""
+        entry = decode_file(raw, self.fingerprint, name)
+        if entry is None:
+            # Truncated, corrupted, or written for another model or KV type: never load it.
+            self.counters.corrupt += 1
+            del self._disk[file]
+            path.unlink(missing_ok=True)
+            return None
+        self._disk.move_to_end(file)
+        os.utime(path)
+        return entry

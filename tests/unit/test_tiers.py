@@ -1,0 +1,114 @@
+"""RAM and disk tiers without a model: LRU spill, promotion, expiry, restart, and every bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minimill.kv.tiers import StoredKV, TierLimits, TierStore
+
+
+class Clock:
+    """A settable clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def entry(seed: int, size: int = 1000, ttl: float = 60.0, durable: bool = False) -> StoredKV:
+    return StoredKV(tokens=tuple(range(seed, seed + 10)), data=bytes([seed % 256]) * size,
+                    expires_at=1000.0 + ttl, durable=durable)
+
+
+def store(path: Path | None, clock: Clock, ram: int = 10_000, disk: int = 1 << 20, fp: str = "m:f16") -> TierStore:
+    return TierStore(fp, path, TierLimits(ram_bytes=ram, disk_bytes=disk), clock=clock)
+
+
+def test_ram_hit_then_spill_to_disk_and_promotion(tmp_path: Path) -> None:
+    clock = Clock()
+    tiers = store(tmp_path, clock, ram=2_100)
+    tiers.put("a", entry(1))
+    tiers.put("b", entry(2))
+    assert tiers.get("a") == (entry(1), "ram")  # a is now the most recent
+    tiers.put("c", entry(3))  # over 2,100 bytes: b (least recent) moves to disk
+    assert tiers.bytes_in("disk") > 1000 and tiers.counters.evictions["ram"] == 1
+    got = tiers.get("b")
+    assert got is not None and got[1] == "disk" and got[0].data == entry(2).data
+    assert tiers.get("b") is not None and tiers.get("b")[1] == "ram"  # type: ignore[index]
+    assert tiers.counters.hits == {"ram": 3, "disk": 1}
+
+
+def test_ram_only_store_drops_what_does_not_fit() -> None:
+    tiers = store(None, Clock(), ram=1_500)
+    tiers.put("a", entry(1))
+    tiers.put("b", entry(2))
+    assert tiers.get("a") is None and tiers.get("b") is not None
+    assert tiers.counters.misses == 1
+
+
+def test_expiry_and_extend(tmp_path: Path) -> None:
+    clock = Clock()
+    tiers = store(tmp_path, clock)
+    tiers.put("s", entry(1, ttl=10))
+    tiers.put("c", entry(2, ttl=10, durable=True))
+    tiers.extend("c", 1000.0 + 100)
+    clock.now += 50
+    assert tiers.get("s") is None
+    got = tiers.get("c")
+    assert got is not None and got[0].expires_at == 1100.0
+    reopened = store(tmp_path, clock)  # the extension reached the file too
+    found = reopened.get("c")
+    assert found is not None and found[0].expires_at == 1100.0
+
+
+def test_durable_entries_survive_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    store(tmp_path, clock).put("cache:1", entry(7, durable=True))
+    reopened = store(tmp_path, clock)
+    got = reopened.get("cache:1")
+    assert got == (StoredKV(entry(7).tokens, entry(7).data, entry(7).expires_at, durable=True), "disk")
+    assert reopened.get("cache:2") is None
+
+
+def test_drop_removes_the_file(tmp_path: Path) -> None:
+    tiers = store(tmp_path, Clock())
+    tiers.put("x", entry(1, durable=True))
+    assert len(list(tmp_path.glob("*.kv"))) == 1
+    tiers.drop("x")
+    assert "x" not in tiers and not list(tmp_path.glob("*.kv"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "foreign", "garbage"])
+def test_bad_files_are_dropped_never_loaded(tmp_path: Path, damage: str) -> None:
+    clock = Clock()
+    store(tmp_path, clock).put("cache:1", entry(5, durable=True))
+    (path,) = tmp_path.glob("*.kv")
+    raw = path.read_bytes()
+    fingerprint = "m:f16"
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip":
+        path.write_bytes(raw[:200] + bytes([raw[200] ^ 1]) + raw[201:])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "foreign":
+        fingerprint = "other-model:q8_0"
+    else:
+        path.write_bytes(b"not a kv file at all" * 10)
+    reopened = store(tmp_path, clock, fp=fingerprint)
+    assert reopened.get("cache:1") is None
+    assert reopened.counters.corrupt == 1 and not path.exists()
+
+
+def test_disk_tier_is_bounded(tmp_path: Path) -> None:
+    clock = Clock()
+    tiers = store(tmp_path, clock, ram=0, disk=2_600)
+    for i in range(4):
+        tiers.put(f"k{i}", entry(i, durable=True))
+    assert tiers.bytes_in("disk") <= 2_600
+    assert tiers.counters.evictions["disk"] >= 2
+    assert tiers.get("k3") is not None and tiers.get("k0") is None
