@@ -30,6 +30,9 @@ class EngineConfig:
     # used cells; past it the least recently used are evicted. Attention in a unified KV spans the
     # used cells, so this bounds what retention costs every decode step. 0 retains nothing.
     retain_cells: int = 4096
+    # Pinned KV (prompt caches, sessions) that leaves the live context goes to RAM, then to disk.
+    ram_tier_bytes: int = 2 << 30
+    disk_tier_bytes: int = 32 << 30
 
     def __post_init__(self) -> None:
         if self.kv_size < 256:
@@ -46,11 +49,41 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """What `minimill serve` listens on and whom it lets in."""
+    """What `minimill serve` listens on and whom it lets in. `admin_keys` (also valid API keys) may
+    create shared prompt caches; an open server (no keys) lets anyone."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLimits:
+    """TTL bounds, in seconds, for explicit prompt caches and chat sessions."""
+
+    default_cache_ttl: float = 3600.0
+    max_cache_ttl: float = 7 * 24 * 3600.0
+    default_session_ttl: float = 15.0
+    max_session_ttl: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BillingConfig:
+    """Where the ledger is and how prices are set.
+
+    `ledger_url` None = a SQLite file in the data directory. Prices left None come from the cost
+    model: hardware $/hour ÷ measured tokens/hour × margin (see billing/prices.py).
+    """
+
+    ledger_url: str | None = None
+    hardware_usd_per_hour: float = 0.10
+    margin: float = 1.5
+    price_input: float | None = None
+    price_cached_input: float | None = None
+    price_output: float | None = None
+    price_cache_storage: float | None = None
+    price_session_retention: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +93,8 @@ class Config:
     models: tuple[str, ...] = ("smollm2-135m",)
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    caches: CacheLimits = field(default_factory=CacheLimits)
+    billing: BillingConfig = field(default_factory=BillingConfig)
     data_dir: Path = Path(".data")
 
 
@@ -72,6 +107,7 @@ class EnvSettings(BaseSettings):
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     api_keys: Annotated[list[str] | None, NoDecode] = None
+    admin_keys: Annotated[list[str] | None, NoDecode] = None
     kv_size: int | None = None
     max_seqs: int | None = None
     threads: int | None = Field(default=None, ge=1)
@@ -79,9 +115,23 @@ class EnvSettings(BaseSettings):
     max_queue: int | None = None
     kv_type: KVType | None = None
     retain_cells: int | None = None
+    ram_tier_bytes: int | None = None
+    disk_tier_bytes: int | None = None
+    default_cache_ttl: float | None = None
+    max_cache_ttl: float | None = None
+    default_session_ttl: float | None = None
+    max_session_ttl: float | None = None
+    ledger_url: str | None = None
+    hardware_usd_per_hour: float | None = None
+    margin: float | None = None
+    price_input: float | None = None
+    price_cached_input: float | None = None
+    price_output: float | None = None
+    price_cache_storage: float | None = None
+    price_session_retention: float | None = None
     data_dir: Path | None = None
 
-    @field_validator("models", "api_keys", mode="before")
+    @field_validator("models", "api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -93,12 +143,17 @@ def build_config(**overrides: object) -> Config:
     """Merge flags (`overrides`, None = not given) over `MINIMILL_*` env over defaults."""
     merged: dict[str, Any] = {k: v for k, v in EnvSettings().model_dump().items() if v is not None}
     merged.update({k: v for k, v in overrides.items() if v is not None})
-    engine = EngineConfig(**{k: v for k, v in merged.items() if k in EngineConfig.__dataclass_fields__})
-    server_values: dict[str, Any] = {k: v for k, v in merged.items() if k in ServerConfig.__dataclass_fields__}
-    if "api_keys" in server_values:
-        server_values["api_keys"] = tuple(server_values["api_keys"])
+    def section(kind: type[Any]) -> dict[str, Any]:
+        return {k: v for k, v in merged.items() if k in kind.__dataclass_fields__}
+
+    server_values = section(ServerConfig)
+    for keys in ("api_keys", "admin_keys"):
+        if keys in server_values:
+            server_values[keys] = tuple(server_values[keys])
     server = ServerConfig(**server_values)
-    top: dict[str, Any] = {"engine": engine, "server": server}
+    top: dict[str, Any] = {"engine": EngineConfig(**section(EngineConfig)), "server": server,
+                           "caches": CacheLimits(**section(CacheLimits)),
+                           "billing": BillingConfig(**section(BillingConfig))}
     if merged.get("models"):
         top["models"] = tuple(merged["models"])
     if merged.get("data_dir") is not None:

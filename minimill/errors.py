@@ -32,6 +32,10 @@ class Unauthorized(MinimillError):
     """Missing or wrong API key (HTTP 401)."""
 
 
+class PermissionDenied(MinimillError):
+    """The key is valid but may not do this (HTTP 403)."""
+
+
 class CapacityExceeded(MinimillError):
     """The waiting queue is full; retry after `retry_after` seconds (HTTP 429)."""
 

@@ -2,41 +2,66 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
-from minimill.config import Config
+from minimill.billing.ledger import Ledger
+from minimill.billing.meter import Meter
+from minimill.billing.prices import CostModel, PriceBook
+from minimill.config import BillingConfig, Config
 from minimill.engine.engine import Engine
 from minimill.engine.llama import LlamaModel
 from minimill.errors import NotFound
+from minimill.kv.caches import Caches
+from minimill.kv.tiers import TierLimits, TierStore
 from minimill.metrics import Metrics
 from minimill.models.catalogue import ModelSpec, resolve
+from minimill.models.fingerprint import file_digest
+
+
+def price_book(billing: BillingConfig) -> PriceBook:
+    """Prices from the cost model, with any price the config sets explicitly."""
+    prices = CostModel(hardware_usd_per_hour=billing.hardware_usd_per_hour, margin=billing.margin).prices()
+    given = {name: Decimal(str(value)) for name in ("input", "cached_input", "output", "cache_storage",
+                                                     "session_retention")
+             if (value := getattr(billing, f"price_{name}")) is not None}
+    return PriceBook(replace(prices, **given) if given else prices)
 
 
 @dataclass(slots=True)
 class Runtime:
-    """The served models (first = default), their metrics and the config they were built from."""
+    """The served models (first = default), their metrics, the meter and ledger, the prompt caches,
+    and the config they were built from."""
 
     config: Config
     engines: dict[str, Engine]
     specs: dict[str, ModelSpec]
     metrics: Metrics
+    meter: Meter
+    caches: Caches
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
-        """Load every configured model and start its engine."""
+        """Open the ledger, load every configured model and start its engine."""
         metrics = Metrics()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger(config.billing.ledger_url or f"sqlite:///{config.data_dir.resolve() / 'ledger.sqlite3'}")
         engines: dict[str, Engine] = {}
         specs: dict[str, ModelSpec] = {}
         try:
             for name in config.models:
                 spec = resolve(name, config.data_dir)
-                engines[spec.id] = Engine(spec.id, LlamaModel(spec.path), config.engine, metrics)
+                engines[spec.id] = Engine(spec.id, LlamaModel(spec.path), config.engine, metrics,
+                                          _tiers(config, spec))
                 specs[spec.id] = spec
         except Exception:
             for engine in engines.values():
                 engine.close()
+            ledger.close()
             raise
-        return cls(config=config, engines=engines, specs=specs, metrics=metrics)
+        meter = Meter(ledger, price_book(config.billing))
+        return cls(config=config, engines=engines, specs=specs, metrics=metrics, meter=meter,
+                   caches=Caches(engines, meter, config.caches))
 
     @property
     def default_model(self) -> str:
@@ -57,3 +82,13 @@ class Runtime:
         for engine in self.engines.values():
             engine.close()
             engine.model.close()
+        self.meter.ledger.close()
+
+
+def _tiers(config: Config, spec: ModelSpec) -> TierStore:
+    """A model's RAM and disk tiers; files are only valid for this exact model file and KV type."""
+    digest = file_digest(spec.path, config.data_dir / "fingerprints")
+    kv_type = config.engine.kv_type
+    directory = config.data_dir / "kv" / f"{spec.id}-{digest[:16]}-{kv_type}"
+    limits = TierLimits(ram_bytes=config.engine.ram_tier_bytes, disk_bytes=config.engine.disk_tier_bytes)
+    return TierStore(f"{digest}:{kv_type}", directory, limits)

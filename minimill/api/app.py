@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from minimill import __version__
 from minimill.api import errors
-from minimill.api.routes import chat, completions, info
+from minimill.api.routes import billing, caches, chat, completions, info
 from minimill.runtime import Runtime
 
 
@@ -15,6 +15,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="minimill", version=__version__)
     app.state.runtime = runtime
     errors.install(app)
-    for module in (chat, completions, info):
+    for module in (chat, completions, caches, billing, info):
         app.include_router(module.router)
     return app

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
+
+from starlette.requests import Request
 
 from minimill.api.schemas import (
     ChatCompletionRequest,
     ChatLogprobs,
+    ChatMessageIn,
     CompletionLogprobs,
     CompletionRequest,
+    CostOut,
     PromptTokensDetails,
     SamplingFields,
     TokenLogprobOut,
@@ -91,7 +96,7 @@ def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
     """Messages as role/content dicts; `developer` is the newer name of `system`."""
     if body.tools:
         raise InvalidRequest("tools are not supported by this server", param="tools")
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    return messages_of(body.messages)
 
 
 def completion_prompts(body: CompletionRequest, engine: Engine) -> list[list[int]]:
@@ -116,17 +121,36 @@ def completion_prompts(body: CompletionRequest, engine: Engine) -> list[list[int
     raise InvalidRequest("prompt must be a non-empty string, list of strings, or token ids", param="prompt")
 
 
-def usage_out(usage: Usage) -> UsageOut:
-    """Engine usage → OpenAI usage."""
+def usage_out(usage: Usage | None, cost: dict[str, float] | None = None) -> UsageOut:
+    """Engine usage (None: no tokens) and its cost in USD → OpenAI usage with minimill's `cost`."""
+    usage = usage or Usage(0, 0, 0)
     return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                     total_tokens=usage.total_tokens,
-                    prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens))
+                    prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
+                    cost=CostOut(**cost) if cost is not None else None)
 
 
 def add_usage(total: Usage, more: Usage) -> Usage:
     """Sum of two usages (several prompts in one completions request)."""
     return Usage(total.prompt_tokens + more.prompt_tokens, total.completion_tokens + more.completion_tokens,
-                 total.cached_tokens + more.cached_tokens)
+                 total.cached_tokens + more.cached_tokens, total.kv_tier or more.kv_tier,
+                 total.kept_tokens + more.kept_tokens, max(total.kept_seconds, more.kept_seconds))
+
+
+def messages_of(messages: Sequence[ChatMessageIn]) -> list[dict[str, str]]:
+    """Messages as role/content dicts; `developer` is the newer name of `system`."""
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+
+
+def prompt_tokens(prompt: str | list[int], engine: Engine) -> list[int]:
+    """A prompt given as text or as token ids."""
+    return engine.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+
+
+def bearer_in(request: Request, keys: Sequence[str]) -> bool:
+    """Whether the request's bearer key is one of `keys`."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(given.strip().encode(), k.encode()) for k in keys)
 
 
 def _bytes(text: str) -> list[int]:

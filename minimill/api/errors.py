@@ -15,6 +15,7 @@ from minimill.errors import (
     InvalidRequest,
     MinimillError,
     NotFound,
+    PermissionDenied,
     Unauthorized,
 )
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[MinimillError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid_request_error"),
     Unauthorized: (401, "authentication_error"),
+    PermissionDenied: (403, "permission_error"),
     NotFound: (404, "not_found_error"),
     CapacityExceeded: (429, "rate_limit_exceeded"),
     EngineUnavailable: (503, "server_error"),

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from minimill.api.convert import add_usage
+from minimill.api.schemas import UsageOut
 from minimill.engine.engine import Engine
 from minimill.engine.types import ChoiceDelta, GenerationRequest, TokenLogprob, Usage
 
@@ -87,12 +88,12 @@ async def _merge(primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDel
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def gather(stream: AsyncIterator[ChoiceDelta | Usage], n_choices: int) -> tuple[list[ChoiceText], Usage]:
-    """Consume a merged stream into whole choices and the usage."""
+async def gather(stream: AsyncIterator[ChoiceDelta | UsageOut], n_choices: int) -> tuple[list[ChoiceText], UsageOut]:
+    """Consume a charged stream into whole choices and the billed usage."""
     choices = [ChoiceText() for _ in range(n_choices)]
-    usage = Usage(0, 0, 0)
+    usage: UsageOut | None = None
     async for item in stream:
-        if isinstance(item, Usage):
+        if isinstance(item, UsageOut):
             usage = item
             continue
         choice = choices[item.index]
@@ -100,6 +101,7 @@ async def gather(stream: AsyncIterator[ChoiceDelta | Usage], n_choices: int) -> 
         choice.logprobs.extend(item.logprobs)
         if item.finish_reason is not None:
             choice.finish_reason = item.finish_reason
+    assert usage is not None, "a finished stream ends with its usage"
     return choices, usage
 
 

@@ -95,6 +95,16 @@ class SamplingFields(OpenAIRequest):
     min_p: Probability | None = None
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
     ignore_eos: StrictBool = False
+    # minimill: reuse an explicit prompt cache; keep this chat's KV alive between turns
+    cache_id: str | None = Field(default=None, min_length=1, max_length=64)
+    session_id: str | None = Field(default=None, min_length=1, max_length=256)
+    prompt_cache_key: str | None = Field(default=None, min_length=1, max_length=256)
+    session_ttl_seconds: float | None = Field(default=None, gt=0)
+
+    @property
+    def session_key(self) -> str | None:
+        """`session_id`, or OpenAI's `prompt_cache_key` standing in for it."""
+        return self.session_id or self.prompt_cache_key
 
     @field_validator("stop")
     @classmethod
@@ -132,6 +142,17 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int
 
 
+class CostOut(BaseModel):
+    """minimill's `usage.cost`: what this request was billed, in USD, by token class."""
+
+    input: float
+    cached_input: float
+    output: float
+    cache_storage: float
+    session_retention: float
+    total: float
+
+
 class UsageOut(BaseModel):
     """`usage` of a response."""
 
@@ -139,6 +160,7 @@ class UsageOut(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    cost: CostOut | None = None
 
 
 class TopLogprobOut(BaseModel):
@@ -234,3 +256,55 @@ class ModelList(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ---- prompt caches ---------------------------------------------------------------------------
+class CacheCreateRequest(OpenAIRequest):
+    """`POST /v1/caches`: a prefix (chat messages or a prompt) to prefill once and keep."""
+
+    model: str
+    messages: list[ChatMessageIn] | None = Field(default=None, min_length=1)
+    prompt: str | list[int] | None = None
+    ttl_seconds: float | None = Field(default=None, gt=0)
+    shared: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_prefix(self) -> CacheCreateRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of 'messages' or 'prompt'")
+        return self
+
+
+class CacheUpdateRequest(OpenAIRequest):
+    """`PATCH /v1/caches/{id}`: keep the cache `ttl_seconds` from now."""
+
+    ttl_seconds: float = Field(gt=0)
+
+
+class CacheObject(BaseModel):
+    """A prompt cache. `tier` is where its KV is now: live, ram, disk (None: recomputed on next use)."""
+
+    id: str
+    object: Literal["prompt_cache"] = "prompt_cache"
+    model: str
+    tokens: int
+    created_at: int
+    expires_at: int
+    tier: Literal["live", "ram", "disk"] | None
+    shared: bool
+    usage: UsageOut | None = None
+
+
+class CacheList(BaseModel):
+    """`GET /v1/caches`."""
+
+    object: Literal["list"] = "list"
+    data: list[CacheObject]
+
+
+class CacheDeleted(BaseModel):
+    """`DELETE /v1/caches/{id}`."""
+
+    id: str
+    object: Literal["prompt_cache.deleted"] = "prompt_cache.deleted"
+    deleted: bool = True

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
 
-from minimill.api.convert import usage_out
 from minimill.api.errors import describe
-from minimill.engine.types import ChoiceDelta, Usage
+from minimill.api.schemas import UsageOut
+from minimill.engine.types import ChoiceDelta
 from minimill.errors import MinimillError
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def event(payload: object) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def stream_response(items: AsyncIterator[ChoiceDelta | Usage],
+def stream_response(items: AsyncIterator[ChoiceDelta | UsageOut],
                     chunk: Callable[[ChoiceDelta], dict[str, object]],
                     head: dict[str, object], include_usage: bool) -> StreamingResponse:
     """Stream deltas as chunks (`head` + choices); a usage chunk with empty choices when asked for.
@@ -32,9 +32,9 @@ def stream_response(items: AsyncIterator[ChoiceDelta | Usage],
     async def body() -> AsyncIterator[str]:
         try:
             async for item in items:
-                if isinstance(item, Usage):
+                if isinstance(item, UsageOut):
                     if include_usage:
-                        yield event({**head, "choices": [], "usage": usage_out(item).model_dump()})
+                        yield event({**head, "choices": [], "usage": item.model_dump()})
                 else:
                     yield event(chunk(item))
         except MinimillError as exc:  # the 200 has been sent: report in-band, as OpenAI does

@@ -72,6 +72,7 @@ class _Request:
     first_token: bool = False
     finished: bool = False
     kv_tier: KVTier | None = None
+    kept_tokens: int = 0
 
     def send(self, item: ChoiceDelta | Usage | Exception) -> None:
         self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
@@ -128,13 +129,14 @@ class Engine:
         """Text of token ids."""
         return self.model.detokenize(tokens)
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """The model's chat template applied to `messages`, with the assistant turn opened."""
-        return self.template.render([ChatMessage(m["role"], m["content"]) for m in messages])
+    def render_chat(self, messages: list[dict[str, str]], open_turn: bool = True) -> str:
+        """The model's chat template applied to `messages`, with the assistant turn opened if `open_turn`."""
+        return self.template.render([ChatMessage(m["role"], m["content"]) for m in messages], open_turn)
 
-    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        """Prompt token ids for a chat (the template writes any BOS itself)."""
-        return self.tokenize(self.render_chat(messages), add_special=False, parse_special=True)
+    def chat_tokens(self, messages: list[dict[str, str]], open_turn: bool = True) -> list[int]:
+        """Prompt token ids for a chat (the template writes any BOS itself); a cached chat prefix
+        leaves the assistant turn closed so that later messages can follow it."""
+        return self.tokenize(self.render_chat(messages, open_turn), add_special=False, parse_special=True)
 
     def grammar_from_json_schema(self, schema: dict[str, object]) -> str:
         """GBNF constraining output to `schema`; InvalidRequest if it cannot be expressed."""
@@ -166,6 +168,12 @@ class Engine:
             if slot is not None:
                 self.scheduler.retained[slot].pin = Pin(name, expires_at)
         self._control(repin)
+
+    def tier_of(self, name: str) -> KVTier | None:
+        """The warmest tier holding a named entry (read from any thread; may be a step old)."""
+        if name in self.scheduler.pins:
+            return "live"
+        return self.tiers.tier_of(name)
 
     def _control(self, action: Callable[[], None]) -> None:
         self._controls.put(action)
@@ -328,6 +336,9 @@ class Engine:
         choice.done = True
         keep = state.request.keep
         if choice.seq.pin is not None and keep is not None:
+            if keep.ttl is not None:
+                choice.seq.pin = Pin(keep.name, time.time() + keep.ttl)
+                state.kept_tokens = choice.seq.num_computed
             self._save_pinned(choice.seq, keep.durable)
         self.scheduler.finish(choice.seq)
         self._release_choice(choice)
@@ -336,7 +347,9 @@ class Engine:
             cached = state.choices[0].seq.cached_tokens
             state.send(Usage(prompt_tokens=len(state.request.prompt_tokens),
                              completion_tokens=sum(c.seq.num_generated for c in state.choices),
-                             cached_tokens=cached, kv_tier=state.kv_tier if cached else None))
+                             cached_tokens=cached, kv_tier=state.kv_tier if cached else None,
+                             kept_tokens=state.kept_tokens,
+                             kept_seconds=keep.ttl if keep is not None and keep.ttl is not None else 0.0))
             self._metrics.requests.labels(self.name, "completed").inc()
 
     def _save_pinned(self, seq: Seq, durable: bool) -> None:

@@ -46,12 +46,14 @@ class SamplingParams:
 @dataclass(frozen=True, slots=True)
 class NamedKV:
     """A named, pinned KV entry (a prompt cache or a chat session) and the prefix namespace it is
-    indexed under. `durable` entries are written to disk as soon as they exist."""
+    indexed under. `durable` entries are written to disk as soon as they exist. With `ttl` set (a
+    session), the pin lasts `ttl` seconds from the end of the request instead of until `expires_at`."""
 
     name: str
     namespace: str
     expires_at: float
     durable: bool = False
+    ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,8 @@ class Usage:
     completion_tokens: int
     cached_tokens: int
     kv_tier: KVTier | None = None  # where a named entry's KV came from
+    kept_tokens: int = 0  # tokens of KV pinned for a session after this request
+    kept_seconds: float = 0.0  # ... and for how long
 
     @property
     def total_tokens(self) -> int:

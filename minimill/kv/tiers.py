@@ -127,8 +127,14 @@ class TierStore:
             return self._ram_bytes if tier == "ram" else sum(self._disk.values())
 
     def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.tier_of(name) is not None
+
+    def tier_of(self, name: str) -> Tier | None:
+        """The warmest tier holding `name` (without checking its file)."""
         with self._lock:
-            return isinstance(name, str) and (name in self._ram or _file_name(name) in self._disk)
+            if name in self._ram:
+                return "ram"
+            return "disk" if _file_name(name) in self._disk else None
 
     # ---- operations ---------------------------------------------------------------------------
     def put(self, name: str, entry: StoredKV) -> None:

@@ -62,14 +62,14 @@ class ChatTemplate:
         source = template or TEMPLATES_BY_ARCHITECTURE.get(architecture or "", CHATML_TEMPLATE)
         return cls(source, bos_token=bos, eos_token=eos)
 
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text for `messages`, ending with the assistant's turn opener."""
+    def render(self, messages: Sequence[ChatMessage], open_turn: bool = True) -> str:
+        """The prompt text for `messages`, ending with the assistant's turn opener if `open_turn`."""
         if not messages:
             raise InvalidRequest("messages must contain at least one message", param="messages")
         try:
             return self._template.render(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
-                add_generation_prompt=True,
+                add_generation_prompt=open_turn,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
             )

@@ -8,6 +8,7 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from minimill.api import convert
+from minimill.api.charging import charged, kv_use
 from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.generation import gather, start, unless_disconnected
 from minimill.api.schemas import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut
@@ -26,11 +27,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
     prompt = engine.chat_tokens(convert.chat_messages(body))
+    use = kv_use(runtime, body, tenant, engine.name, [prompt])
     params = convert.sampling_params(
         body, engine, len(prompt), max_tokens=body.max_completion_tokens or body.max_tokens,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=convert.chat_grammar(body, engine))
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    stream = await start(engine, [GenerationRequest(rid, tuple(prompt), params, body.n, tenant)])
+    started = await start(engine, [GenerationRequest(rid, tuple(prompt), params, body.n, tenant, use.reuse, use.keep)])
+    stream = charged(started, runtime, request_id=rid, tenant=tenant, model=engine.name, kind="chat.completion",
+                     use=use, prompts=1)
     head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": engine.name}
 
     if body.stream:
@@ -46,7 +50,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     if result is None:
         return Response(status_code=499)
     choices, usage = result
-    return ChatCompletion(id=rid, created=created, model=engine.name, usage=convert.usage_out(usage), choices=[
+    return ChatCompletion(id=rid, created=created, model=engine.name, usage=usage, choices=[
         ChatChoice(index=i, message=ChatMessageOut(content=c.text), finish_reason=c.finish_reason,
                    logprobs=convert.chat_logprobs(c.logprobs) if body.logprobs else None)
         for i, c in enumerate(choices)])

@@ -8,6 +8,7 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from minimill.api import convert
+from minimill.api.charging import charged, kv_use
 from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.generation import gather, start, unless_disconnected
 from minimill.api.schemas import Completion, CompletionChoice, CompletionRequest
@@ -23,12 +24,15 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     """Text completion of one or several prompts, streamed or whole."""
     engine = runtime.engine_for(body.model)
     prompts = convert.completion_prompts(body, engine)
+    use = kv_use(runtime, body, tenant, engine.name, prompts)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     requests = [GenerationRequest(f"{rid}-{k}", tuple(p), convert.sampling_params(
-        body, engine, len(p), max_tokens=body.max_tokens, logprobs=body.logprobs, grammar=None), body.n, tenant)
+        body, engine, len(p), max_tokens=body.max_tokens, logprobs=body.logprobs, grammar=None), body.n, tenant,
+        use.reuse, use.keep if k == 0 else None)
         for k, p in enumerate(prompts)]
     echoes = [engine.detokenize(p) if body.echo else "" for p in prompts]
-    stream = await start(engine, requests)
+    stream = charged(await start(engine, requests), runtime, request_id=rid, tenant=tenant, model=engine.name,
+                     kind="text_completion", use=use, prompts=len(prompts))
     head = {"id": rid, "object": "text_completion", "created": created, "model": engine.name}
 
     if body.stream:
@@ -54,4 +58,4 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         echo = echoes[i // body.n]
         logprobs = convert.completion_logprobs(c.logprobs, len(echo)) if body.logprobs is not None else None
         out.append(CompletionChoice(index=i, text=echo + c.text, finish_reason=c.finish_reason, logprobs=logprobs))
-    return Completion(id=rid, created=created, model=engine.name, choices=out, usage=convert.usage_out(usage))
+    return Completion(id=rid, created=created, model=engine.name, choices=out, usage=usage)

@@ -1,0 +1,58 @@
+"""What a generation request reuses and keeps (cache, session), and billing it when it finishes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from minimill.api.convert import usage_out
+from minimill.api.schemas import SamplingFields, UsageOut
+from minimill.engine.types import ChoiceDelta, NamedKV, Usage
+from minimill.errors import InvalidRequest
+from minimill.kv.caches import CacheRecord
+from minimill.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class KVUse:
+    """The named KV a request reads (`reuse`) and pins afterwards (`keep`), and the cache it names."""
+
+    reuse: NamedKV | None = None
+    keep: NamedKV | None = None
+    cache: CacheRecord | None = None
+
+
+def kv_use(runtime: Runtime, body: SamplingFields, tenant: str, model: str, prompts: Sequence[Sequence[int]]) -> KVUse:
+    """Resolve `cache_id` (checked against every prompt) and `session_id` / `prompt_cache_key`."""
+    cache = None
+    if body.cache_id is not None:
+        for prompt in prompts:
+            cache = runtime.caches.reference(tenant, body.cache_id, model, prompt)
+    session = body.session_key
+    if session is None:
+        if body.session_ttl_seconds is not None:
+            raise InvalidRequest("session_ttl_seconds needs a session_id (or prompt_cache_key)",
+                                 param="session_ttl_seconds")
+        return KVUse(reuse=cache.named_kv() if cache else None, cache=cache)
+    keep, _ = runtime.caches.session(tenant, session, body.session_ttl_seconds)
+    return KVUse(reuse=cache.named_kv() if cache else keep, keep=keep, cache=cache)
+
+
+async def charged(stream: AsyncIterator[ChoiceDelta | Usage], runtime: Runtime, *, request_id: str, tenant: str,
+                  model: str, kind: str, use: KVUse, prompts: int) -> AsyncIterator[ChoiceDelta | UsageOut]:
+    """Pass deltas through; bill the final usage (written to the ledger before the client sees it)."""
+    try:
+        async for item in stream:
+            if not isinstance(item, Usage):
+                yield item
+                continue
+            billed_cached = None
+            if use.cache is not None:
+                # The named prefix is billed as cached even if the server lost its KV and recomputed it.
+                billed_cached = max(item.cached_tokens, min(len(use.cache.tokens) * prompts, item.prompt_tokens))
+            cost = await asyncio.to_thread(runtime.meter.charge, request_id=request_id, tenant=tenant, model=model,
+                                           kind=kind, usage=item, billed_cached=billed_cached)
+            yield usage_out(item, cost.as_dict())
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]

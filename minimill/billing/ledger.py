@@ -1,0 +1,225 @@
+"""The ledger: every billable event and every prompt-cache record, in SQLite or PostgreSQL.
+
+SQLAlchemy Core, synchronous and thread-safe (the API calls it from worker threads). Each write is
+one transaction that holds both the fact and its bill, so nothing is recorded unbilled or billed
+unrecorded. SQLite runs in WAL mode with `synchronous=FULL`: a committed row survives SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine as SQLEngine
+from sqlalchemy.exc import IntegrityError
+
+from minimill.billing.prices import Cost
+from minimill.errors import InvalidRequest
+from minimill.kv.caches import CacheRecord
+
+metadata = MetaData()
+MONEY = Numeric(24, 12)
+COST_COLUMNS = ("input", "cached_input", "output", "cache_storage", "session_retention")
+
+ledger = Table(
+    "ledger", metadata,
+    Column("id", String(96), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("model", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("cached_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("stored_token_seconds", Float, nullable=False),
+    *(Column(f"cost_{name}", MONEY, nullable=False) for name in COST_COLUMNS),
+    Column("cost_total", MONEY, nullable=False),
+)
+
+caches = Table(
+    "caches", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("model", String(128), nullable=False),
+    Column("tokens", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("shared", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+
+def day_of(timestamp: float) -> str:
+    """The UTC calendar day of a unix time."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One billable event: a finished request, a cache created or extended, a session kept."""
+
+    id: str
+    tenant: str
+    model: str
+    kind: str
+    cost: Cost
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    stored_token_seconds: float = 0.0
+    created_at: float = field(default_factory=time.time)
+
+    def row(self) -> dict[str, Any]:
+        """The ledger row."""
+        costs = {f"cost_{name}": getattr(self.cost, name) for name in COST_COLUMNS}
+        return {"id": self.id, "tenant": self.tenant, "model": self.model, "kind": self.kind,
+                "created_at": self.created_at, "day": day_of(self.created_at), "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens, "completion_tokens": self.completion_tokens,
+                "stored_token_seconds": self.stored_token_seconds, **costs, "cost_total": self.cost.total}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """A tenant's totals for one day and model."""
+
+    day: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    cost: Cost
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, costs in USD."""
+        return {"date": self.day, "model": self.model, "requests": self.requests,
+                "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
+                "completion_tokens": self.completion_tokens, "cost": self.cost.as_dict()}
+
+
+def _cost_of(row: Any) -> Cost:
+    return Cost(*(Decimal(row[f"cost_{name}"]) for name in COST_COLUMNS))
+
+
+def _record_of(row: Any) -> CacheRecord:
+    return CacheRecord(id=row["id"], tenant=row["tenant"], model=row["model"], tokens=tuple(json.loads(row["tokens"])),
+                       shared=bool(row["shared"]), created_at=row["created_at"], expires_at=row["expires_at"])
+
+
+class Ledger:
+    """The database behind billing and prompt-cache records."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        sqlite = url.startswith("sqlite")
+        self.engine: SQLEngine = create_engine(url, connect_args={"check_same_thread": False} if sqlite else {},
+                                               pool_pre_ping=not sqlite)
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_durable)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+    # ---- billing ------------------------------------------------------------------------------
+    def record(self, entry: LedgerEntry) -> None:
+        """Write one billable event in its own transaction; a repeated id is refused."""
+        with self.engine.begin() as conn:
+            self._insert_entry(conn, entry)
+
+    def _insert_entry(self, conn: Connection, entry: LedgerEntry) -> None:
+        try:
+            conn.execute(insert(ledger).values(entry.row()))
+        except IntegrityError as exc:
+            raise InvalidRequest(f"ledger entry '{entry.id}' was already recorded") from exc
+
+    def entries(self, tenant: str) -> list[LedgerEntry]:
+        """A tenant's events, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ledger).where(ledger.c.tenant == tenant).order_by(ledger.c.created_at))
+            return [LedgerEntry(id=r["id"], tenant=r["tenant"], model=r["model"], kind=r["kind"], cost=_cost_of(r),
+                                prompt_tokens=r["prompt_tokens"], cached_tokens=r["cached_tokens"],
+                                completion_tokens=r["completion_tokens"],
+                                stored_token_seconds=r["stored_token_seconds"], created_at=r["created_at"])
+                    for r in rows.mappings()]
+
+    def usage(self, tenant: str) -> list[UsageRow]:
+        """A tenant's totals by day and model, each token class and cost."""
+        sums = [func.sum(ledger.c[name]).label(name) for name in (
+            "prompt_tokens", "cached_tokens", "completion_tokens", *(f"cost_{n}" for n in COST_COLUMNS))]
+        query = (select(ledger.c.day, ledger.c.model, func.count().label("requests"), *sums)
+                 .where(ledger.c.tenant == tenant).group_by(ledger.c.day, ledger.c.model)
+                 .order_by(ledger.c.day, ledger.c.model))
+        with self.engine.connect() as conn:
+            return [UsageRow(day=r["day"], model=r["model"], requests=r["requests"],
+                             prompt_tokens=int(r["prompt_tokens"]), cached_tokens=int(r["cached_tokens"]),
+                             completion_tokens=int(r["completion_tokens"]), cost=_cost_of(r))
+                    for r in conn.execute(query).mappings()]
+
+    # ---- prompt-cache records -----------------------------------------------------------------
+    def put_cache(self, record: CacheRecord, entry: LedgerEntry) -> None:
+        """Store a new cache and bill its creation, atomically."""
+        with self.engine.begin() as conn:
+            self._insert_entry(conn, entry)
+            conn.execute(insert(caches).values(
+                id=record.id, tenant=record.tenant, model=record.model, tokens=json.dumps(list(record.tokens)),
+                token_count=len(record.tokens), shared=record.shared, created_at=record.created_at,
+                expires_at=record.expires_at, deleted=False))
+
+    def extend_cache(self, cache_id: str, expires_at: float, entry: LedgerEntry) -> None:
+        """Move a cache's expiry and bill the added storage, atomically."""
+        with self.engine.begin() as conn:
+            self._insert_entry(conn, entry)
+            conn.execute(update(caches).where(caches.c.id == cache_id).values(expires_at=expires_at))
+
+    def get_cache(self, cache_id: str) -> CacheRecord | None:
+        """A cache that was not deleted (expired ones included)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(caches).where(caches.c.id == cache_id, caches.c.deleted.is_(False))
+                               ).mappings().first()
+        return None if row is None else _record_of(row)
+
+    def list_caches(self, tenant: str) -> list[CacheRecord]:
+        """The tenant's caches and the shared ones, not deleted, oldest first."""
+        query = (select(caches).where(caches.c.deleted.is_(False), (caches.c.tenant == tenant) | caches.c.shared)
+                 .order_by(caches.c.created_at))
+        with self.engine.connect() as conn:
+            return [_record_of(row) for row in conn.execute(query).mappings()]
+
+    def delete_cache(self, cache_id: str) -> None:
+        """Mark a cache deleted (its billing rows stay)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(caches).where(caches.c.id == cache_id).values(deleted=True))
+
+
+def _sqlite_durable(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
