@@ -98,10 +98,7 @@ class Scheduler:
             if seq.pin is not None:
                 self.unpin(seq.pin.name)  # an earlier turn of the session: now an ordinary prefix
                 self.pins[seq.pin.name] = seq.slot
-            # The cap bounds unpinned prefixes; pinned ones leave the live KV only under pressure.
-            while self.cells.used > self.limits.retain_cells and self._evict_one(
-                    protect=(), must_free=True, pinned_too=False):
-                pass
+            self._enforce_retain_cap()
         else:
             self._free(seq)
 
@@ -125,11 +122,20 @@ class Scheduler:
             del self.retained[slot]
             self._free(holder)
 
+    def _enforce_retain_cap(self) -> None:
+        # The cap bounds unpinned prefixes; pinned ones leave the live KV only under pressure.
+        while self.cells.used > self.limits.retain_cells and self._evict_one(
+                protect=(), must_free=True, pinned_too=False):
+            pass
+
     def _expire_pins(self) -> None:
         """An expired pin becomes an ordinary retained prefix (its KV may still be reused)."""
         now = self._now()
-        for name in [n for n, slot in self.pins.items() if self.retained[slot].pin.expires_at <= now]:  # type: ignore[union-attr]
+        expired = [n for n, slot in self.pins.items() if self.retained[slot].pin.expires_at <= now]  # type: ignore[union-attr]
+        for name in expired:
             self.unpin(name)
+        if expired:
+            self._enforce_retain_cap()
 
     def reset(self) -> list[Sequence]:
         """Forget all state after an engine failure; returns the sequences that were live."""
