@@ -25,22 +25,44 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     create_engine,
     event,
-    func,
     insert,
     select,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.engine import Engine as SQLEngine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeEngine
 
 from minimill.billing.prices import Cost
 from minimill.errors import InvalidRequest
 from minimill.kv.caches import CacheRecord
 
+
+class Exact(TypeDecorator[Decimal]):
+    """A decimal kept exactly: NUMERIC(38, 18) in PostgreSQL; text in SQLite, whose NUMERIC is a float."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(38, 18))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value)).normalize()
+
+
 metadata = MetaData()
-MONEY = Numeric(24, 12)
 COST_COLUMNS = ("input", "cached_input", "output", "cache_storage", "session_retention")
 
 ledger = Table(
@@ -54,9 +76,9 @@ ledger = Table(
     Column("prompt_tokens", Integer, nullable=False),
     Column("cached_tokens", Integer, nullable=False),
     Column("completion_tokens", Integer, nullable=False),
-    Column("stored_token_seconds", Float, nullable=False),
-    *(Column(f"cost_{name}", MONEY, nullable=False) for name in COST_COLUMNS),
-    Column("cost_total", MONEY, nullable=False),
+    Column("stored_token_seconds", Exact, nullable=False),
+    *(Column(f"cost_{name}", Exact, nullable=False) for name in COST_COLUMNS),
+    Column("cost_total", Exact, nullable=False),
 )
 
 caches = Table(
@@ -90,7 +112,7 @@ class LedgerEntry:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
-    stored_token_seconds: float = 0.0
+    stored_token_seconds: Decimal = Decimal(0)
     created_at: float = field(default_factory=time.time)
 
     def row(self) -> dict[str, Any]:
@@ -122,7 +144,7 @@ class UsageRow:
 
 
 def _cost_of(row: Any) -> Cost:
-    return Cost(*(Decimal(row[f"cost_{name}"]) for name in COST_COLUMNS))
+    return Cost(*(row[f"cost_{name}"] for name in COST_COLUMNS))
 
 
 def _record_of(row: Any) -> CacheRecord:
@@ -169,17 +191,25 @@ class Ledger:
                     for r in rows.mappings()]
 
     def usage(self, tenant: str) -> list[UsageRow]:
-        """A tenant's totals by day and model, each token class and cost."""
-        sums = [func.sum(ledger.c[name]).label(name) for name in (
-            "prompt_tokens", "cached_tokens", "completion_tokens", *(f"cost_{n}" for n in COST_COLUMNS))]
-        query = (select(ledger.c.day, ledger.c.model, func.count().label("requests"), *sums)
-                 .where(ledger.c.tenant == tenant).group_by(ledger.c.day, ledger.c.model)
-                 .order_by(ledger.c.day, ledger.c.model))
+        """A tenant's totals by day and model, each token class and cost.
+
+        Summed here in Decimal rather than in SQL: SQLite would sum money as floats.
+        """
+        columns = [ledger.c[name] for name in ("day", "model", "prompt_tokens", "cached_tokens", "completion_tokens",
+                                               *(f"cost_{n}" for n in COST_COLUMNS))]
+        query = select(*columns).where(ledger.c.tenant == tenant).order_by(ledger.c.day, ledger.c.model)
+        totals: dict[tuple[str, str], UsageRow] = {}
         with self.engine.connect() as conn:
-            return [UsageRow(day=r["day"], model=r["model"], requests=r["requests"],
-                             prompt_tokens=int(r["prompt_tokens"]), cached_tokens=int(r["cached_tokens"]),
-                             completion_tokens=int(r["completion_tokens"]), cost=_cost_of(r))
-                    for r in conn.execute(query).mappings()]
+            for r in conn.execute(query).mappings():
+                key = (r["day"], r["model"])
+                row = totals.get(key) or UsageRow(day=r["day"], model=r["model"], requests=0, prompt_tokens=0,
+                                                  cached_tokens=0, completion_tokens=0, cost=Cost())
+                totals[key] = UsageRow(day=row.day, model=row.model, requests=row.requests + 1,
+                                       prompt_tokens=row.prompt_tokens + r["prompt_tokens"],
+                                       cached_tokens=row.cached_tokens + r["cached_tokens"],
+                                       completion_tokens=row.completion_tokens + r["completion_tokens"],
+                                       cost=row.cost + _cost_of(r))
+        return list(totals.values())
 
     # ---- prompt-cache records -----------------------------------------------------------------
     def put_cache(self, record: CacheRecord, entry: LedgerEntry) -> None:

@@ -7,6 +7,7 @@ billing it happen in one transaction.
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 from minimill.billing.ledger import Ledger, LedgerEntry, UsageRow
 from minimill.billing.prices import Cost, PriceBook, request_cost, storage_cost
@@ -35,7 +36,7 @@ class Meter:
         self.ledger.record(LedgerEntry(id=request_id, tenant=tenant, model=model, kind=kind, cost=cost,
                                        prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
                                        completion_tokens=usage.completion_tokens,
-                                       stored_token_seconds=usage.kept_tokens * usage.kept_seconds))
+                                       stored_token_seconds=usage.kept_tokens * Decimal(str(usage.kept_seconds))))
         return cost
 
     def usage(self, tenant: str) -> list[UsageRow]:
@@ -63,7 +64,8 @@ class Meter:
         cost += storage_cost(prices, tokens=len(record.tokens), seconds=storage_seconds, kind="cache")
         entry = LedgerEntry(id=f"{record.id}:create", tenant=record.tenant, model=record.model, kind="cache.create",
                             cost=cost, prompt_tokens=billed.prompt_tokens, cached_tokens=billed.cached_tokens,
-                            stored_token_seconds=len(record.tokens) * storage_seconds, created_at=record.created_at)
+                            stored_token_seconds=len(record.tokens) * Decimal(str(storage_seconds)),
+                            created_at=record.created_at)
         self.ledger.put_cache(record, entry)
         return cost.as_dict()
 
@@ -73,7 +75,8 @@ class Meter:
                             kind="cache")
         now = time.time()
         entry = LedgerEntry(id=f"{record.id}:extend:{now:.6f}", tenant=record.tenant, model=record.model,
-                            kind="cache.extend", cost=cost, stored_token_seconds=len(record.tokens) * added_seconds,
+                            kind="cache.extend", cost=cost,
+                            stored_token_seconds=len(record.tokens) * Decimal(str(added_seconds)),
                             created_at=now)
         self.ledger.extend_cache(record.id, record.expires_at, entry)
         return cost.as_dict()

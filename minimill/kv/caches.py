@@ -128,8 +128,9 @@ class Caches:
         record = self.get(tenant, cache_id, own=True)
         seconds = self._ttl(ttl, ttl, self.limits.max_cache_ttl, "ttl_seconds")
         now = self._now()
-        updated = replace(record, expires_at=max(record.expires_at, now + seconds))
-        added = updated.expires_at - record.expires_at
+        # Whole milliseconds, so the billed storage is an exact decimal of what was added.
+        added = round(max(0.0, now + seconds - record.expires_at), 3)
+        updated = replace(record, expires_at=record.expires_at + added)
         cost = self.registry.extend_cache_record(updated, added)
         self.engines[record.model].extend(record.kv_name, updated.expires_at)
         return updated, cost
