@@ -35,7 +35,16 @@ def serve(
     retain_cells: Annotated[int | None, typer.Option(
         help="Used KV cells up to which finished sequences are kept as reusable prefixes [4096].")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Accepted API key; repeat for several.")] = None,
+    admin_key: Annotated[list[str] | None, typer.Option(
+        help="API key that may also create shared prompt caches; repeat for several.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where minimill keeps its files [.data].")] = None,
+    ledger_url: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL of the ledger, e.g. postgresql+psycopg://... [SQLite in the data dir].")] = None,
+    ram_tier_bytes: Annotated[int | None, typer.Option(help="RAM for pinned KV off the context [2 GiB].")] = None,
+    disk_tier_bytes: Annotated[int | None, typer.Option(help="Disk for pinned KV [32 GiB].")] = None,
+    session_ttl: Annotated[float | None, typer.Option(
+        "--session-ttl", help="Seconds a chat session's KV is kept by default [15].")] = None,
+    max_session_ttl: Annotated[float | None, typer.Option(help="Longest session TTL a request may ask [3600].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
 ) -> None:
     """Load the model(s) and serve the OpenAI-compatible API."""
@@ -48,7 +57,11 @@ def serve(
     try:
         config = build_config(models=model, host=host, port=port, kv_size=kv_size, max_seqs=max_seqs,
                               threads=threads, step_tokens=step_tokens, max_queue=max_queue,
-                              kv_type=kv_type, retain_cells=retain_cells, api_keys=api_key, data_dir=data_dir)
+                              kv_type=kv_type, retain_cells=retain_cells,
+                              api_keys=[*(api_key or []), *(admin_key or [])] or None, admin_keys=admin_key,
+                              data_dir=data_dir, ledger_url=ledger_url, ram_tier_bytes=ram_tier_bytes,
+                              disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,
+                              max_session_ttl=max_session_ttl)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     runtime = Runtime.build(config)

@@ -30,7 +30,16 @@ from minimill.engine.runner import ChoiceSampler, Runner
 from minimill.engine.scheduler import Scheduler, SchedulerCounters, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
-from minimill.engine.types import ChoiceDelta, FinishReason, GenerationRequest, KVTier, TokenLogprob, Usage
+from minimill.engine.types import (
+    ChoiceDelta,
+    FinishReason,
+    GenerationRequest,
+    KVTier,
+    NamedKV,
+    SamplingParams,
+    TokenLogprob,
+    Usage,
+)
 from minimill.errors import CapacityExceeded, ContextOverflow, EngineUnavailable, InvalidRequest
 from minimill.kv.tiers import StoredKV, TierStore
 from minimill.metrics import Metrics
@@ -189,7 +198,7 @@ class Engine:
         if self._waiting + self._inbox.qsize() >= self.config.max_queue:
             raise CapacityExceeded(f"{self.config.max_queue} requests are already waiting; retry shortly",
                                    retry_after=1.0)
-        state = self._make_request(request)
+        state = self._make_request(request, asyncio.get_running_loop())
         self._submit("add", state)
         try:
             while True:
@@ -216,7 +225,7 @@ class Engine:
                 f"{params.max_tokens} for the completion). Please reduce the prompt or max_tokens.",
                 param="max_tokens" if len(prompt) < self.n_ctx else "messages", code="context_length_exceeded")
 
-    def _make_request(self, request: GenerationRequest) -> _Request:
+    def _make_request(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _Request:
         params = request.params
         choices: list[_Choice] = []
         try:
@@ -236,7 +245,7 @@ class Engine:
             for choice in choices:
                 self.runner.unregister(choice.seq.key)
             raise
-        return _Request(request=request, loop=asyncio.get_running_loop(), outbox=asyncio.Queue(),
+        return _Request(request=request, loop=loop, outbox=asyncio.Queue(),
                         choices=choices)
 
     def _submit(self, kind: str, state: _Request) -> None:
@@ -296,6 +305,19 @@ class Engine:
             entry, state.kv_tier = found
             state.choices[0].seq.preload = Preload(pin=Pin(ref.name, entry.expires_at), namespace=ref.namespace,
                                                    tokens=entry.tokens, data=entry.data)
+        elif ref.tokens:
+            self._rebuild(ref, state.loop)
+
+    def _rebuild(self, ref: NamedKV, loop: asyncio.AbstractEventLoop) -> None:
+        """A cache whose KV is in no tier (lost, or its file was bad): prefill its prefix again, ahead
+        of the request that named it (which waits for it and copies), and pin and store it anew."""
+        request = GenerationRequest(request_id=f"rebuild-{ref.name}", prompt_tokens=ref.tokens,
+                                    params=SamplingParams(max_tokens=1, temperature=0.0), tenant=ref.namespace,
+                                    keep=ref)
+        state = self._make_request(request, loop)  # nobody reads its outbox: only its KV matters
+        for choice in state.choices:
+            self._live[choice.seq.key] = state
+            self.scheduler.add(choice.seq)
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()

@@ -54,6 +54,7 @@ class NamedKV:
     expires_at: float
     durable: bool = False
     ttl: float | None = None
+    tokens: tuple[int, ...] = ()  # a cache's prefix, to prefill again if its KV is in no tier
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ class CacheRecord:
 
     def named_kv(self) -> NamedKV:
         """The engine's handle on this cache's KV."""
-        return NamedKV(self.kv_name, self.namespace, self.expires_at, durable=True)
+        return NamedKV(self.kv_name, self.namespace, self.expires_at, durable=True, tokens=self.tokens)
 
 
 class CacheRegistry(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from minimill.config import EngineConfig
@@ -92,12 +93,18 @@ def test_cache_survives_a_restart_on_disk_and_bad_files_are_recomputed(model: Ll
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
-    third = disk_engine(model, tmp_path)
+    third = disk_engine(model, tmp_path, retain_cells=0)  # only pinned KV is kept
     try:
         got = ask(third, query, reuse=cache)
         assert got.usage.cached_tokens == 0 and got.usage.kv_tier is None  # recomputed, not loaded
         assert third.tiers.counters.corrupt == 1 and not path.exists()
         assert got.tokens == expected.tokens
+        # A reference that carries the cache's tokens has its prefix prefilled again, pinned and stored anew.
+        rebuilt = ask(third, query, reuse=replace(cache, tokens=tuple(prefix)))
+        assert rebuilt.usage.kv_tier is None and rebuilt.usage.cached_tokens == len(prefix)
+        assert rebuilt.tokens == expected.tokens
+        wait_idle(third)
+        assert path.exists() and "cache:b" in third.scheduler.pins
     finally:
         third.close()
 
