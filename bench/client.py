@@ -31,31 +31,52 @@ class Sample:
     prompt_tokens: int
     cached_tokens: int | None
     prompt_computed: int | None  # llama-server's timings.prompt_n, when the peer reports it
+    tier: str | None = None  # minimill: where a named cache's or session's KV came from
+    cost: dict[str, float] | None = None  # minimill: usage.cost
+
+    @property
+    def computed(self) -> int:
+        """Prompt tokens the server computed: its own count if it reports one, else prompt - cached."""
+        if self.prompt_computed is not None:
+            return self.prompt_computed
+        return self.prompt_tokens - (self.cached_tokens or 0)
 
 
-async def one_chat(client: AsyncOpenAI, model: str, content: str, max_tokens: int, ignore_eos: bool) -> Sample:
-    """Stream one greedy chat request and time it."""
+async def stream_chat(client: AsyncOpenAI, model: str, messages: list[dict[str, str]], max_tokens: int,
+                      extra: dict[str, object] | None = None) -> tuple[Sample, str]:
+    """Stream one greedy chat request; its timings and its text."""
     start = time.perf_counter()
     ttft = None
     usage = None
     timings = None
-    extra = {"ignore_eos": True} if ignore_eos else {}
+    text = ""
     stream = await client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0,
-        stream=True, stream_options={"include_usage": True}, extra_body=extra)
+        model=model, messages=messages, max_tokens=max_tokens, temperature=0,  # type: ignore[arg-type]
+        stream=True, stream_options={"include_usage": True}, extra_body=extra or {})
     async for chunk in stream:
-        if ttft is None and chunk.choices and chunk.choices[0].delta.content:
-            ttft = time.perf_counter() - start
+        if chunk.choices and chunk.choices[0].delta.content:
+            if ttft is None:
+                ttft = time.perf_counter() - start
+            text += chunk.choices[0].delta.content
         if chunk.usage is not None:
             usage = chunk.usage
         timings = (chunk.model_extra or {}).get("timings", timings)
     latency = time.perf_counter() - start
     assert usage is not None, "server sent no usage"
     details = usage.prompt_tokens_details
+    extras = details.model_extra or {} if details is not None else {}
     return Sample(ttft=ttft or latency, latency=latency, completion_tokens=usage.completion_tokens,
                   prompt_tokens=usage.prompt_tokens,
                   cached_tokens=details.cached_tokens if details is not None else None,
-                  prompt_computed=int(timings["prompt_n"]) if timings else None)
+                  prompt_computed=int(timings["prompt_n"]) if timings else None,
+                  tier=extras.get("cache_tier"), cost=(usage.model_extra or {}).get("cost")), text
+
+
+async def one_chat(client: AsyncOpenAI, model: str, content: str, max_tokens: int, ignore_eos: bool) -> Sample:
+    """Stream one greedy single-message chat request and time it."""
+    extra: dict[str, object] = {"ignore_eos": True} if ignore_eos else {}
+    sample, _ = await stream_chat(client, model, [{"role": "user", "content": content}], max_tokens, extra)
+    return sample
 
 
 async def run_concurrent(jobs: list[str], concurrency: int, call) -> tuple[list[Sample], float]:  # type: ignore[no-untyped-def]

@@ -126,7 +126,8 @@ def usage_out(usage: Usage | None, cost: dict[str, float] | None = None) -> Usag
     usage = usage or Usage(0, 0, 0)
     return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                     total_tokens=usage.total_tokens,
-                    prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
+                    prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens,
+                                                              cache_tier=usage.kv_tier),
                     cost=CostOut(**cost) if cost is not None else None)
 
 

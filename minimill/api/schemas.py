@@ -137,9 +137,10 @@ class CompletionRequest(SamplingFields):
 
 # ---- responses -------------------------------------------------------------------------------
 class PromptTokensDetails(BaseModel):
-    """Prompt tokens whose KV was reused."""
+    """Prompt tokens whose KV was reused, and (minimill) the tier a named cache or session came from."""
 
     cached_tokens: int
+    cache_tier: Literal["live", "ram", "disk"] | None = None
 
 
 class CostOut(BaseModel):

@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
 from minimill.billing.prices import Cost
-from minimill.errors import InvalidRequest
+from minimill.errors import InvalidRequest, NotFound
 from minimill.kv.caches import CacheRecord
 
 
@@ -212,20 +212,35 @@ class Ledger:
         return list(totals.values())
 
     # ---- prompt-cache records -----------------------------------------------------------------
-    def put_cache(self, record: CacheRecord, entry: LedgerEntry) -> None:
-        """Store a new cache and bill its creation, atomically."""
-        with self.engine.begin() as conn:
-            self._insert_entry(conn, entry)
-            conn.execute(insert(caches).values(
-                id=record.id, tenant=record.tenant, model=record.model, tokens=json.dumps(list(record.tokens)),
-                token_count=len(record.tokens), shared=record.shared, created_at=record.created_at,
-                expires_at=record.expires_at, deleted=False))
+    def put_cache(self, record: CacheRecord, entry: LedgerEntry | None = None) -> None:
+        """Store a new cache and, if given, bill its creation in the same transaction.
 
-    def extend_cache(self, cache_id: str, expires_at: float, entry: LedgerEntry) -> None:
-        """Move a cache's expiry and bill the added storage, atomically."""
+        A refused bill (repeated id) leaves no cache row; a repeated cache id leaves no bill.
+        """
         with self.engine.begin() as conn:
-            self._insert_entry(conn, entry)
-            conn.execute(update(caches).where(caches.c.id == cache_id).values(expires_at=expires_at))
+            if entry is not None:
+                self._insert_entry(conn, entry)
+            try:
+                conn.execute(insert(caches).values(
+                    id=record.id, tenant=record.tenant, model=record.model, tokens=json.dumps(list(record.tokens)),
+                    token_count=len(record.tokens), shared=record.shared, created_at=record.created_at,
+                    expires_at=record.expires_at, deleted=False))
+            except IntegrityError as exc:
+                raise InvalidRequest(f"cache '{record.id}' already exists") from exc
+
+    def extend_cache(self, cache_id: str, expires_at: float, entry: LedgerEntry | None = None) -> None:
+        """Move a live (not deleted) cache's expiry and, if given, bill the added storage, atomically.
+
+        Raises NotFound, billing nothing, when the cache is unknown or deleted: the bill is only
+        written together with the extension it pays for.
+        """
+        with self.engine.begin() as conn:
+            if entry is not None:
+                self._insert_entry(conn, entry)
+            done = conn.execute(update(caches).where(caches.c.id == cache_id, caches.c.deleted.is_(False))
+                                .values(expires_at=expires_at))
+            if done.rowcount != 1:
+                raise NotFound(f"no cache '{cache_id}'", param="cache_id")
 
     def get_cache(self, cache_id: str) -> CacheRecord | None:
         """A cache that was not deleted (expired ones included)."""
@@ -245,6 +260,16 @@ class Ledger:
         """Mark a cache deleted (its billing rows stay)."""
         with self.engine.begin() as conn:
             conn.execute(update(caches).where(caches.c.id == cache_id).values(deleted=True))
+
+    def live_caches(self, now: float) -> list[CacheRecord]:
+        """Every tenant's caches that are neither deleted nor expired at `now`, oldest first.
+
+        For the server's start: these are the caches whose KV it must keep (or load back).
+        """
+        query = (select(caches).where(caches.c.deleted.is_(False), caches.c.expires_at > now)
+                 .order_by(caches.c.created_at))
+        with self.engine.connect() as conn:
+            return [_record_of(row) for row in conn.execute(query).mappings()]
 
 
 def _sqlite_durable(dbapi_connection: Any, _record: object) -> None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal
 
 MILLION = Decimal(1_000_000)
 GIB = 1 << 30
+# Costs are kept to 1e-18 USD, the scale of the ledger's NUMERIC(38, 18) column. Without this a storage
+# cost (token-seconds / 3600) has 28 significant digits: SQLite's text column kept them all while
+# PostgreSQL rounded, so the same bill read back differently per backend and differed from the one returned.
+MONEY_QUANTUM = Decimal("1e-18")
 
 
 def _price(value: float | Decimal) -> Decimal:
@@ -88,6 +92,12 @@ class PriceBook:
 ZERO = Decimal(0)
 
 
+def money(value: Decimal) -> Decimal:
+    """`value` USD at the ledger's scale (1e-18), rounded half-even; exact products are unchanged."""
+    # 38 digits, as the column: the default context (28) would refuse sums above 1e10 USD at this scale.
+    return value.quantize(MONEY_QUANTUM, context=Context(prec=38, rounding=ROUND_HALF_EVEN)).normalize()
+
+
 @dataclass(frozen=True, slots=True)
 class Cost:
     """What one billable event costs, in USD, by class."""
@@ -117,14 +127,14 @@ def request_cost(prices: Prices, *, prompt_tokens: int, cached_tokens: int, comp
                  batch: bool = False) -> Cost:
     """Uncached prompt tokens at the input price, cached ones at the cached price, output at output."""
     factor = prices.batch_discount if batch else Decimal(1)
-    return Cost(input=(prompt_tokens - cached_tokens) * prices.input * factor / MILLION,
-                cached_input=cached_tokens * prices.cached_input * factor / MILLION,
-                output=completion_tokens * prices.output * factor / MILLION)
+    return Cost(input=money((prompt_tokens - cached_tokens) * prices.input * factor / MILLION),
+                cached_input=money(cached_tokens * prices.cached_input * factor / MILLION),
+                output=money(completion_tokens * prices.output * factor / MILLION))
 
 
 def storage_cost(prices: Prices, *, tokens: int, seconds: float, kind: Literal["cache", "session"]) -> Cost:
     """Keeping `tokens` of KV for `seconds`: a prompt cache's storage or a session's retention."""
     token_hours = tokens * Decimal(str(seconds)) / 3600
     if kind == "cache":
-        return Cost(cache_storage=token_hours * prices.cache_storage / MILLION)
-    return Cost(session_retention=token_hours * prices.session_retention / MILLION)
+        return Cost(cache_storage=money(token_hours * prices.cache_storage / MILLION))
+    return Cost(session_retention=money(token_hours * prices.session_retention / MILLION))

@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from minimill.billing.ledger import Ledger, LedgerEntry
-from minimill.billing.prices import Cost, CostModel, request_cost
-from minimill.errors import InvalidRequest
+from minimill.billing.prices import Cost, CostModel, request_cost, storage_cost
+from minimill.errors import InvalidRequest, NotFound
 from minimill.kv.caches import CacheRecord
 
 DAY1 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
@@ -97,6 +98,60 @@ def test_cache_creation_and_its_bill_are_one_transaction(ledger: Ledger) -> None
     with pytest.raises(InvalidRequest):
         ledger.put_cache(record("c9"), bill("dup"))
     assert ledger.get_cache("c9") is None
+
+
+
+def test_storage_costs_read_back_as_billed(ledger: Ledger) -> None:
+    # token-seconds / 3600 repeats forever: the bill is cut to the column's scale before it is stored
+    cost = storage_cost(CostModel().prices(), tokens=1000, seconds=1, kind="session") + storage_cost(
+        CostModel().prices(), tokens=7, seconds=0.3, kind="cache")
+    written = LedgerEntry(id="s1", tenant="a", model="m1", kind="session.retention", cost=cost, created_at=DAY1,
+                          stored_token_seconds=Decimal("1000"))
+    ledger.record(written)
+    assert ledger.entries("a") == [written]
+    assert ledger.usage("a")[0].cost.total == cost.total
+
+
+def test_live_caches_and_a_cache_without_a_bill(ledger: Ledger) -> None:
+    ledger.put_cache(record("old", expires=DAY1 + 10))
+    ledger.put_cache(record("live", tenant="b", expires=DAY2))
+    ledger.put_cache(record("gone", expires=DAY2))
+    ledger.delete_cache("gone")
+    assert [r.id for r in ledger.live_caches(DAY1 + 10)] == ["live"]
+    assert {r.id for r in ledger.live_caches(DAY1)} == {"old", "live"}
+    assert ledger.entries("a") == []
+
+
+def test_a_deleted_cache_is_neither_extended_nor_billed(ledger: Ledger) -> None:
+    ledger.put_cache(record("c1"), bill("c1:create"))
+    ledger.delete_cache("c1")
+    with pytest.raises(NotFound):
+        ledger.extend_cache("c1", DAY2 + 10, bill("c1:extend"))
+    with pytest.raises(NotFound):
+        ledger.extend_cache("never", DAY2 + 10)
+    assert [e.id for e in ledger.entries("a")] == ["c1:create"]
+
+
+def test_a_repeated_cache_id_is_refused_and_not_billed(ledger: Ledger) -> None:
+    ledger.put_cache(record("c1"), bill("c1:create"))
+    with pytest.raises(InvalidRequest):
+        ledger.put_cache(record("c1"), bill("c1:again"))
+    assert [e.id for e in ledger.entries("a")] == ["c1:create"]
+
+
+def test_threads_write_concurrently(ledger: Ledger) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: ledger.record(entry(f"r{i}", at=DAY1 + i)), range(64)))
+    assert [e.id for e in ledger.entries("a")] == [f"r{i}" for i in range(64)]
+    assert ledger.usage("a")[0].cost == sum((entry("r").cost for _ in range(64)), Cost())
+
+
+def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
+    opened = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    with opened.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: fsync at every commit
+    opened.close()
 
 
 WRITER = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from minimill.billing.prices import Cost, CostModel, PriceBook, Prices, request_cost, storage_cost
+from minimill.billing.prices import Cost, CostModel, PriceBook, Prices, money, request_cost, storage_cost
 
 PRICES = Prices(input=Decimal("0.03"), cached_input=Decimal("0.003"), output=Decimal("0.3"),
                 cache_storage=Decimal("0.005"), session_retention=Decimal("0.2"))
@@ -51,3 +51,20 @@ def test_price_book_overrides_per_model() -> None:
     book = PriceBook(PRICES, {"small": cheap})
     assert book.for_model("small") is cheap and book.for_model("other") is PRICES
     assert book.as_dict(["small"])["small"]["input"] == 0.01
+
+
+def test_default_cost_model_by_hand() -> None:
+    prices = CostModel().prices()
+    # $0.10/h / (1,500 tok/s x 3,600 s) x 1e6 x 1.5 = $0.02777... per 1M prompt tokens, 6 significant digits
+    assert prices.input == Decimal("0.0277778") and prices.output == Decimal("0.277778")
+    assert prices.cached_input == Decimal("0.00277778")
+    # 23,053 B/token x 1e6 / 2^30 = 21.47 GiB per 1M tokens, x $0.005/GiB-h (RAM) x 1.5
+    assert prices.session_retention == Decimal("0.161023")
+
+
+def test_costs_are_kept_to_the_ledger_scale() -> None:
+    # 1 token-second = 1/3600 token-hours: a repeating decimal, cut at 1e-18 USD as the ledger stores it
+    cost = storage_cost(PRICES, tokens=1, seconds=1, kind="session")
+    assert cost.session_retention == Decimal("0.000000000055555556")  # 0.2 / 3600 / 1e6 = 5.5555...e-11
+    assert money(Decimal("1e-19") * 6) == Decimal("1E-18")
+    assert money(Decimal("12345678901.5")) == Decimal("12345678901.5")  # beyond the default 28 digits at 1e-18
