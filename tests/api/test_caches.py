@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from minimill.api.auth import tenant_of
+from minimill.billing.prices import money
 from tests.api.conftest import Server, serve
 
 MODEL = "smollm2-135m"
@@ -77,7 +78,8 @@ def test_cache_lifecycle_reuse_and_exact_bills(keyed: Server) -> None:
     rows = {e.kind: e for e in keyed.runtime.meter.ledger.entries(tenant_of("alice"))}
     extension = rows["cache.extend"]
     assert extension.stored_token_seconds / n == Decimal(str(round(extension.stored_token_seconds / n, 3)))
-    assert extension.cost.cache_storage == extension.stored_token_seconds / 3600 * price(keyed, "cache_storage") / M
+    storage = extension.stored_token_seconds / 3600 * price(keyed, "cache_storage") / M
+    assert extension.cost.cache_storage == money(storage)
 
     deleted = call(alice, "delete", f"/caches/{cache['id']}")
     assert deleted == {"id": cache["id"], "object": "prompt_cache.deleted", "deleted": True}
