@@ -44,5 +44,9 @@ class CapacityExceeded(MinimillError):
         self.retry_after = retry_after
 
 
+class LedgerUnavailable(MinimillError):
+    """The ledger database could not record a bill; the request is not answered unbilled (HTTP 503)."""
+
+
 class EngineUnavailable(MinimillError):
     """The engine failed or is shutting down; the request did not finish (HTTP 503)."""

@@ -13,6 +13,7 @@ from minimill.errors import (
     CapacityExceeded,
     EngineUnavailable,
     InvalidRequest,
+    LedgerUnavailable,
     MinimillError,
     NotFound,
     PermissionDenied,
@@ -29,6 +30,7 @@ STATUS: dict[type[MinimillError], tuple[int, str]] = {
     NotFound: (404, "not_found_error"),
     CapacityExceeded: (429, "rate_limit_exceeded"),
     EngineUnavailable: (503, "server_error"),
+    LedgerUnavailable: (503, "server_error"),
 }
 
 

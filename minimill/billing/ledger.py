@@ -34,11 +34,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine import Engine as SQLEngine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.types import TypeEngine
 
 from minimill.billing.prices import Cost
-from minimill.errors import InvalidRequest, NotFound
+from minimill.errors import InvalidRequest, LedgerUnavailable, NotFound
 from minimill.kv.caches import CacheRecord
 
 
@@ -171,8 +171,11 @@ class Ledger:
     # ---- billing ------------------------------------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
         """Write one billable event in its own transaction; a repeated id is refused."""
-        with self.engine.begin() as conn:
-            self._insert_entry(conn, entry)
+        try:
+            with self.engine.begin() as conn:
+                self._insert_entry(conn, entry)
+        except OperationalError as exc:  # the database is down or locked: say so, never answer unbilled
+            raise LedgerUnavailable("the ledger could not record this request; please retry") from exc
 
     def _insert_entry(self, conn: Connection, entry: LedgerEntry) -> None:
         try:

@@ -81,6 +81,7 @@ def test_cache_survives_restart_and_a_corrupted_file_is_recomputed(tmp_path: Pat
         assert again.usage.prompt_tokens_details.cached_tokens == cache["tokens"]  # type: ignore[index]
         assert again.choices[0].text == first.choices[0].text
         assert metric(url, "minimill_kv_tier_hits_total", "disk") == 1
+        assert metric(url, "minimill_kv_tier_hit_rate", "disk") == 1.0
         assert metric(url, "minimill_kv_tier_bytes", "ram") > 0  # the disk hit moved up
 
     (path,) = (tmp_path / "kv").glob("*/*.kv")

@@ -10,10 +10,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from minimill.billing.ledger import Ledger, LedgerEntry
 from minimill.billing.prices import Cost, CostModel, request_cost, storage_cost
-from minimill.errors import InvalidRequest, NotFound
+from minimill.errors import InvalidRequest, LedgerUnavailable, NotFound
 from minimill.kv.caches import CacheRecord
 
 DAY1 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
@@ -176,3 +177,12 @@ def test_committed_rows_survive_sigkill(tmp_path: Path) -> None:
     survivors = {e.id for e in Ledger(url).entries("t")}
     assert set(acknowledged) <= survivors
     assert len(acknowledged) >= 40
+
+
+def test_an_unreachable_database_is_a_clear_error_not_a_lost_bill(tmp_path: Path) -> None:
+    opened = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    opened.engine.dispose()
+    opened.engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:9/gone", connect_args={"connect_timeout": 2})
+    with pytest.raises(LedgerUnavailable):  # the API answers 503, never a response without its bill
+        opened.record(entry("r1"))
+    opened.close()
