@@ -84,7 +84,8 @@ class _Request:
     kept_tokens: int = 0
 
     def send(self, item: ChoiceDelta | Usage | Exception) -> None:
-        self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+        if not self.loop.is_closed():  # an internal request (a cache rebuild) may outlive its caller's loop
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
 
 
 class Engine:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,6 +44,44 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class CliServer:
+    """`minimill serve` as a process: its URL, the process, and what it printed (once stopped)."""
+
+    url: str
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[object]:  # `as (url, process)`
+        return iter((self.url, self.process))
+
+
+@contextmanager
+def cli_server(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[CliServer]:
+    """`minimill serve` in a subprocess until it answers /health; stopped (if still alive) at the end."""
+    port = free_port()
+    command = [sys.executable, "-m", "minimill.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
+               "--log-level", "warning", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "COLUMNS": "200", **(env or {})})
+    server = CliServer(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        server.output.append(process.communicate(timeout=30)[0])
 
 
 def serve(data_dir: Path, **overrides: object) -> Iterator[Server]:

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +16,12 @@ from sqlalchemy import create_engine, text
 
 from minimill.api.auth import tenant_of
 from minimill.billing.ledger import Ledger
-from tests.api.conftest import free_port
+from tests.api.conftest import cli_server
 
 MODEL = "smollm2-135m"
+SIZE = ("--threads", "2", "--kv-size", "2048", "--max-seqs", "8")
 PREFIX = ("Instructions: reply with the city named in the message, in lower case, and nothing else. "
           "Examples follow. Message: I live in Paris. City: paris. Message: Rome is lovely. City: rome. ") * 2
-
-
-@contextmanager
-def cli_server(data_dir: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`minimill serve` in a subprocess until it answers /health; stopped (if still alive) at the end."""
-    port = free_port()
-    command = [sys.executable, "-m", "minimill.cli", "serve", "--port", str(port), "--threads", "2",
-               "--kv-size", "2048", "--max-seqs", "8", "--data-dir", str(data_dir), "--log-level", "warning", *args]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "COLUMNS": "200"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def client(url: str, key: str = "none") -> openai.OpenAI:
@@ -69,12 +40,12 @@ def ask(url: str, cache_id: str) -> Any:
 
 
 def test_cache_survives_restart_and_a_corrupted_file_is_recomputed(tmp_path: Path) -> None:
-    with cli_server(tmp_path) as (url, _):
+    with cli_server(tmp_path, *SIZE) as (url, _):
         cache = client(url).post("/caches", cast_to=object, body={"model": MODEL, "prompt": PREFIX, "ttl_seconds": 600})
         first = ask(url, cache["id"])  # type: ignore[index]
     assert first.usage.prompt_tokens_details.cached_tokens == cache["tokens"]  # type: ignore[index]
 
-    with cli_server(tmp_path) as (url, _):  # nothing live, nothing in RAM: the KV comes from disk
+    with cli_server(tmp_path, *SIZE) as (url, _):  # nothing live, nothing in RAM: the KV comes from disk
         listed = client(url).get(f"/caches/{cache['id']}", cast_to=object)  # type: ignore[index]
         assert listed["tier"] == "disk"  # type: ignore[index]
         again = ask(url, cache["id"])  # type: ignore[index]
@@ -88,7 +59,7 @@ def test_cache_survives_restart_and_a_corrupted_file_is_recomputed(tmp_path: Pat
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 3] ^= 0x5A
     path.write_bytes(bytes(raw))
-    with cli_server(tmp_path, "--retain-cells", "0") as (url, _):
+    with cli_server(tmp_path, *SIZE, "--retain-cells", "0") as (url, _):
         recomputed = ask(url, cache["id"])  # type: ignore[index]
         assert recomputed.choices[0].text == first.choices[0].text
         assert metric(url, "minimill_kv_tier_corrupt_files_total") == 1
@@ -101,7 +72,7 @@ def test_cache_survives_restart_and_a_corrupted_file_is_recomputed(tmp_path: Pat
 def test_sigkill_mid_load_loses_no_finished_request(tmp_path: Path) -> None:
     finished: list[str] = []
     lock = threading.Lock()
-    with cli_server(tmp_path, "--api-key", "k1") as (url, process):
+    with cli_server(tmp_path, *SIZE, "--api-key", "k1") as (url, process):
         def one(i: int) -> None:
             try:
                 reply = client(url, "k1").chat.completions.create(
@@ -131,7 +102,7 @@ def test_sigkill_mid_load_loses_no_finished_request(tmp_path: Path) -> None:
 
 
 def test_postgres_ledger_records_requests(tmp_path: Path, postgres_url: str) -> None:
-    with cli_server(tmp_path, "--ledger-url", postgres_url) as (url, _):
+    with cli_server(tmp_path, *SIZE, "--ledger-url", postgres_url) as (url, _):
         reply = client(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
                                                     max_tokens=4, temperature=0)
         usage = client(url).get("/usage", cast_to=object)

@@ -6,7 +6,7 @@ import itertools
 
 from minimill.engine.plan import SampledToken, StepPlan, StepResult
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
-from minimill.engine.sequence import SeqStatus, Sequence
+from minimill.engine.sequence import Pin, Preload, SeqStatus, Sequence
 
 keys = itertools.count(1)
 
@@ -120,3 +120,67 @@ def test_retention_is_capped_by_used_cells_least_recent_first() -> None:
     # 20 shared cells + 8 own cells per row: only two rows fit in 40 (sources count as recently used)
     assert [r.status for r in rows].count(SeqStatus.RETAINED) == 2 and rows[3].status is SeqStatus.RETAINED
     assert s.cells.used == 36 and s.counters.evictions == 2 and rows[3].cached_tokens == 20
+
+
+class Clock:
+    """A settable clock for pin expiry."""
+
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pinned(tokens: list[int], name: str, until: float, tenant: str = "") -> Sequence:
+    made = seq(tokens, max_tokens=1, tenant=tenant)
+    made.pin = Pin(name, until)
+    return made
+
+
+def run_until_idle(s: Scheduler) -> None:
+    while s.waiting or s.running:
+        step(s)
+
+
+def test_pinned_prefixes_are_evicted_after_every_unpinned_one_and_expire() -> None:
+    clock = Clock()
+    s = Scheduler(SchedulerLimits(kv_cells=120, max_seqs=8, step_tokens=64, retain_cells=120), clock=clock)
+    s.add(pinned(list(range(40)), "cache:a", until=1100.0))
+    run_until_idle(s)
+    for base in (100, 200):  # two unpinned prefixes fill the rest
+        s.add(seq(list(range(base, base + 30)), max_tokens=1))
+        run_until_idle(s)
+    s.add(seq(list(range(300, 340)), max_tokens=1))  # needs room: the unpinned go first
+    run_until_idle(s)
+    assert s.pins == {"cache:a": s.pins["cache:a"]} and s.counters.evictions >= 1
+    assert all(r.pin is None for slot, r in s.retained.items() if slot != s.pins["cache:a"])
+    clock.now = 1200.0  # past the pin: an ordinary prefix now
+    s.add(seq(list(range(400, 410)), max_tokens=1))
+    run_until_idle(s)
+    assert s.pins == {}
+
+
+def test_preload_loads_bytes_then_the_request_copies_from_them() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64, retain_cells=0))
+    request = seq(list(range(50)) + [9, 9], max_tokens=1, tenant="t")
+    request.preload = Preload(pin=Pin("cache:x", 2e9), namespace="t", tokens=tuple(range(50)), data=b"kv")
+    s.add(request)
+    plan = step(s)
+    (load,) = plan.loads
+    assert load.data == b"kv" and s.pins["cache:x"] == load.slot
+    assert [(c.src, c.length) for c in plan.copies] == [(load.slot, 50)]
+    assert plan.items[0].start == 50 and request.cached_tokens == 50
+
+
+def test_a_shared_namespace_is_read_only_by_requests_that_name_it() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64, retain_cells=0))
+    s.add(pinned(list(range(40)), "cache:s", until=2e9, tenant="*shared*"))
+    run_until_idle(s)
+    unnamed = seq(list(range(40)) + [5], max_tokens=1, tenant="bob")
+    s.add(unnamed)
+    run_until_idle(s)
+    named = seq(list(range(40)) + [5], max_tokens=1, tenant="bob")
+    named.shared_namespace = "*shared*"
+    s.add(named)
+    run_until_idle(s)
+    assert unnamed.cached_tokens == 0 and named.cached_tokens == 40
