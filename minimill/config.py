@@ -27,8 +27,9 @@ class EngineConfig:
     max_queue: int = 256
     kv_type: KVType = "bf16"
     # Finished sequences stay in the KV as reusable prefixes while the cache holds at most this many
-    # used cells; past it the least recently used are evicted. Attention in a unified KV spans the
-    # used cells, so this bounds what retention costs every decode step. 0 retains nothing.
+    # used cells; past it the least recently used are evicted (pinned caches and sessions last, and
+    # only to their RAM copy). Attention in a unified KV spans the used cells, so this bounds what
+    # retention costs every decode step. 0 keeps nothing live once finished.
     retain_cells: int = 4096
     # Pinned KV (prompt caches, sessions) that leaves the live context goes to RAM, then to disk.
     ram_tier_bytes: int = 2 << 30

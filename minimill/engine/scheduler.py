@@ -98,7 +98,6 @@ class Scheduler:
             if seq.pin is not None:
                 self.unpin(seq.pin.name)  # an earlier turn of the session: now an ordinary prefix
                 self.pins[seq.pin.name] = seq.slot
-            self._enforce_retain_cap()
         else:
             self._free(seq)
 
@@ -122,10 +121,17 @@ class Scheduler:
             del self.retained[slot]
             self._free(holder)
 
-    def _enforce_retain_cap(self) -> None:
-        # The cap bounds unpinned prefixes; pinned ones leave the live KV only under pressure.
-        while self.cells.used > self.limits.retain_cells and self._evict_one(
-                protect=(), must_free=True, pinned_too=False):
+    def drop_retained(self) -> None:
+        """Free every finished prefix from the live KV; pinned ones remain in their colder tiers."""
+        while self._evict_one(protect=()):
+            pass
+
+    def _enforce_retain_cap(self, protect: tuple[int, ...]) -> None:
+        """Attention in a unified KV spans every used cell, so finished sequences stay live only up to
+        the cap: unpinned ones leave first; pinned ones past it move down to RAM (already saved there).
+        Run after admissions, so a prefix finished last step can still be copied (`protect`: this
+        step's copy sources, which are released only after the copy)."""
+        while self.cells.used > self.limits.retain_cells and self._evict_one(protect, must_free=True):
             pass
 
     def _expire_pins(self) -> None:
@@ -134,8 +140,6 @@ class Scheduler:
         expired = [n for n, slot in self.pins.items() if self.retained[slot].pin.expires_at <= now]  # type: ignore[union-attr]
         for name in expired:
             self.unpin(name)
-        if expired:
-            self._enforce_retain_cap()
 
     def reset(self) -> list[Sequence]:
         """Forget all state after an engine failure; returns the sequences that were live."""
@@ -168,6 +172,7 @@ class Scheduler:
                 items.append(self._plan_tokens(seq, count))
                 budget -= count
         budget = self._admit(budget, items, copies)
+        self._enforce_retain_cap(protect=tuple(copy.src for copy in copies))
         if not items and self.running:
             # Every running prefill is stuck on cells held by younger sequences: free the newest.
             self._preempt(self.running[-1])
@@ -311,14 +316,14 @@ class Scheduler:
             self._evict_one(protect)
         return self.free_slots.pop() if self.free_slots else None
 
-    def _evict_one(self, protect: tuple[int, ...], must_free: bool = False, pinned_too: bool = True) -> bool:
+    def _evict_one(self, protect: tuple[int, ...], must_free: bool = False) -> bool:
         """Free the least recently used retained prefix (one that frees cells, if `must_free`).
 
         Unpinned and expired prefixes go first; a pinned one only when nothing else is left (its
         bytes are in a colder tier, so it moves down rather than disappears).
         """
         now = self._now()
-        for pinned_pass in (False, True) if pinned_too else (False,):
+        for pinned_pass in (False, True):
             for slot, seq in self.retained.items():
                 pinned = seq.pin is not None and seq.pin.expires_at > now
                 if pinned != pinned_pass or slot in protect:

@@ -175,6 +175,7 @@ def test_expired_session_costs_a_recompute_not_a_wrong_answer(keyed: Server) -> 
     history += [{"role": "assistant", "content": first.choices[0].message.content},
                 {"role": "user", "content": "Now backwards."}]
     time.sleep(1.0)
+    chat(keyed.client("bob"), QUESTION)  # any step trims the live KV to --retain-cells (0 here)
     late = chat(carol, history, session_id="short")
     assert late.usage.prompt_tokens_details.cached_tokens == 0
     assert late.choices[0].message.content == chat(keyed.client("bob"), history).choices[0].message.content

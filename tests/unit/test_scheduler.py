@@ -173,7 +173,7 @@ def test_preload_loads_bytes_then_the_request_copies_from_them() -> None:
 
 
 def test_a_shared_namespace_is_read_only_by_requests_that_name_it() -> None:
-    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64, retain_cells=0))
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64, retain_cells=64))
     s.add(pinned(list(range(40)), "cache:s", until=2e9, tenant="*shared*"))
     run_until_idle(s)
     unnamed = seq(list(range(40)) + [5], max_tokens=1, tenant="bob")
