@@ -201,9 +201,10 @@ async def w4_tiers(url: str, prefixes: int, queries: int) -> Report:
 
 
 def part_w4(args: argparse.Namespace) -> Report:
-    """Live KV for 16 prefixes, RAM for `--ram-prefixes`, the rest on disk."""
+    """Live KV for `--live-prefixes` prefixes (the retention cap), RAM for `--ram-prefixes`, the rest on disk."""
     per_prefix_cells, bytes_per_token = 1100, 23_053
-    extra = ["--kv-size", str(16 * per_prefix_cells + 1024), "--max-seqs", "24", "--retain-cells", "0",
+    live = args.live_prefixes * per_prefix_cells
+    extra = ["--kv-size", str(live + 4096), "--max-seqs", "32", "--retain-cells", str(live),
              "--ram-tier-bytes", str(args.ram_prefixes * per_prefix_cells * bytes_per_token)]
     result = _run(_serve(args, *extra), lambda url: w4_tiers(url, args.prefixes, args.queries))
     recompute = result["recompute_ttft"]
@@ -260,6 +261,7 @@ def main() -> None:
     parser.add_argument("--prefixes", type=int, default=200)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--ram-prefixes", type=int, default=48, help="W4: how many prefixes the RAM tier holds")
+    parser.add_argument("--live-prefixes", type=int, default=16, help="W4: how many prefixes stay in the live KV")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     report = PARTS[args.part](args)
