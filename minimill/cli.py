@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from minimill.config import build_config
 from minimill.models.catalogue import BUNDLED, DEFAULT_MODEL, resolve
+
+if TYPE_CHECKING:
+    from minimill.batch.client import BatchClient
 
 app = typer.Typer(help="minimill: an OpenAI-compatible mini mill for tokens.", no_args_is_help=True)
 console = Console()
@@ -45,6 +50,9 @@ def serve(
     session_ttl: Annotated[float | None, typer.Option(
         "--session-ttl", help="Seconds a chat session's KV is kept by default [15].")] = None,
     max_session_ttl: Annotated[float | None, typer.Option(help="Longest session TTL a request may ask [3600].")] = None,
+    batch_step_tokens: Annotated[int | None, typer.Option(help="Batch API tokens per engine step [64].")] = None,
+    batch_max_seqs: Annotated[int | None, typer.Option(
+        help="Batch API sequences at once [3/4 of --max-seqs]; the rest is kept for online requests.")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
 ) -> None:
     """Load the model(s) and serve the OpenAI-compatible API."""
@@ -61,7 +69,8 @@ def serve(
                               api_keys=[*(api_key or []), *(admin_key or [])] or None, admin_keys=admin_key,
                               data_dir=data_dir, ledger_url=ledger_url, ram_tier_bytes=ram_tier_bytes,
                               disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,
-                              max_session_ttl=max_session_ttl)
+                              max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
+                              batch_max_seqs=batch_max_seqs)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     runtime = Runtime.build(config)
@@ -95,6 +104,103 @@ def models(
                       "yes" if spec.id == DEFAULT_MODEL else "", spec.description)
         model.close()
     console.print(table)
+
+
+batch_app = typer.Typer(help="Batch API: submit a JSONL file of requests, follow it, cancel it.",
+                        no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+BaseUrlOpt = Annotated[str, typer.Option(envvar="MINIMILL_BASE_URL", help="The server's API root.")]
+KeyOpt = Annotated[str | None, typer.Option(envvar="MINIMILL_API_KEY", help="API key, if the server wants one.")]
+
+
+def _batch_client(base_url: str, api_key: str | None) -> BatchClient:
+    from minimill.batch.client import BatchClient
+
+    return BatchClient(base_url, api_key)
+
+
+def _show(batch: dict[str, object]) -> None:
+    table = Table("batch", "status", "total", "completed", "failed", "cost (USD)", "output file", "error file")
+    counts: dict[str, int] = batch["request_counts"]  # type: ignore[assignment]
+    cost: dict[str, float] = batch.get("cost") or {}  # type: ignore[assignment]
+    table.add_row(str(batch["id"]), str(batch["status"]), str(counts["total"]), str(counts["completed"]),
+                  str(counts["failed"]), f"{cost.get('total', 0.0):.9f}", str(batch.get("output_file_id")),
+                  str(batch.get("error_file_id")))
+    console.print(table)
+    errors: dict[str, list[dict[str, object]]] | None = batch.get("errors")  # type: ignore[assignment]
+    for error in (errors or {}).get("data", []):
+        console.print(f"[red]{error.get('code')}[/red]: {error.get('message')}")
+
+
+@batch_app.command("submit")
+def batch_submit(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL: one request per line.")],
+    base_url: BaseUrlOpt = "http://127.0.0.1:8000/v1",
+    api_key: KeyOpt = None,
+    endpoint: Annotated[str | None, typer.Option(help="/v1/chat/completions or /v1/completions [first line's url].")]
+    = None,
+    window: Annotated[str, typer.Option(help="completion_window.")] = "24h",
+    output: Annotated[Path | None, typer.Option(help="Where to write the answers [FILE.output.jsonl].")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the batch to its end and download its files.")] = True,
+) -> None:
+    """Upload FILE, start a batch on it, show progress until it ends, and write its output file."""
+    from minimill.batch.client import BatchClientError
+
+    client = _batch_client(base_url, api_key)
+    try:
+        batch = client.submit(path, endpoint, window)
+        console.print(f"batch [bold]{batch['id']}[/bold] created ({batch['status']})")
+        if not wait:
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("validating", total=None)
+
+            def update(state: dict[str, object]) -> None:
+                counts: dict[str, int] = state["request_counts"]  # type: ignore[assignment]
+                progress.update(task, description=str(state["status"]), total=counts["total"] or None,
+                                completed=counts["completed"] + counts["failed"])
+
+            batch = client.wait(batch["id"], update)
+        _show(batch)
+        target = output or path.with_name(path.stem + ".output.jsonl")
+        if batch.get("output_file_id"):
+            console.print(f"answers: {client.download(batch['output_file_id'], target)}")
+        if batch.get("error_file_id"):
+            errors = target.with_name(target.name.replace(".output", "").removesuffix(".jsonl") + ".errors.jsonl")
+            console.print(f"errors: {client.download(batch['error_file_id'], errors)}")
+    except BatchClientError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        client.close()
+    if batch["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@batch_app.command("status")
+def batch_status(batch_id: str, base_url: BaseUrlOpt = "http://127.0.0.1:8000/v1", api_key: KeyOpt = None) -> None:
+    """Show a batch: status, counts, cost, files."""
+    _batch_command(base_url, api_key, lambda client: client.get(batch_id))
+
+
+@batch_app.command("cancel")
+def batch_cancel(batch_id: str, base_url: BaseUrlOpt = "http://127.0.0.1:8000/v1", api_key: KeyOpt = None) -> None:
+    """Cancel a batch: finished lines are kept, the rest go to its error file."""
+    _batch_command(base_url, api_key, lambda client: client.cancel(batch_id))
+
+
+def _batch_command(base_url: str, api_key: str | None, action: Callable[[BatchClient], dict[str, object]]) -> None:
+    from minimill.batch.client import BatchClientError
+
+    client = _batch_client(base_url, api_key)
+    try:
+        _show(action(client))
+    except BatchClientError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":

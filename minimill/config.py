@@ -34,6 +34,10 @@ class EngineConfig:
     # Pinned KV (prompt caches, sessions) that leaves the live context goes to RAM, then to disk.
     ram_tier_bytes: int = 2 << 30
     disk_tier_bytes: int = 32 << 30
+    # Batch API work runs in what online requests leave: at most this many tokens a step (so an online
+    # request arriving mid-step waits for a short step only) and this many sequences (None: 3/4 of max_seqs).
+    batch_step_tokens: int = 64
+    batch_max_seqs: int | None = None
 
     def __post_init__(self) -> None:
         if self.kv_size < 256:
@@ -46,6 +50,10 @@ class EngineConfig:
             raise ValueError("retain_cells must be >= 0")
         if self.max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if self.batch_step_tokens < 1:
+            raise ValueError("batch_step_tokens must be at least 1")
+        if self.batch_max_seqs is not None and not 1 <= self.batch_max_seqs <= self.max_seqs:
+            raise ValueError("batch_max_seqs must be between 1 and max_seqs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,16 @@ class BillingConfig:
     price_output: float | None = None
     price_cache_storage: float | None = None
     price_session_retention: float | None = None
+    price_batch_discount: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """The Files and Batch API: upload size, lines per batch, and the shortest prefix worth sharing."""
+
+    max_file_bytes: int = 200 * 1024 * 1024  # OpenAI's limits: 200 MB, 50,000 requests
+    max_batch_lines: int = 50_000
+    min_group_prefix: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +114,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     caches: CacheLimits = field(default_factory=CacheLimits)
     billing: BillingConfig = field(default_factory=BillingConfig)
+    batch: BatchLimits = field(default_factory=BatchLimits)
     data_dir: Path = Path(".data")
 
 
@@ -118,11 +137,16 @@ class EnvSettings(BaseSettings):
     retain_cells: int | None = None
     ram_tier_bytes: int | None = None
     disk_tier_bytes: int | None = None
+    batch_step_tokens: int | None = None
+    batch_max_seqs: int | None = None
     default_cache_ttl: float | None = None
     max_cache_ttl: float | None = None
     default_session_ttl: float | None = None
     max_session_ttl: float | None = None
     ledger_url: str | None = None
+    max_file_bytes: int | None = None
+    max_batch_lines: int | None = None
+    min_group_prefix: int | None = None
     hardware_usd_per_hour: float | None = None
     margin: float | None = None
     price_input: float | None = None
@@ -130,6 +154,7 @@ class EnvSettings(BaseSettings):
     price_output: float | None = None
     price_cache_storage: float | None = None
     price_session_retention: float | None = None
+    price_batch_discount: float | None = None
     data_dir: Path | None = None
 
     @field_validator("models", "api_keys", "admin_keys", mode="before")
@@ -154,7 +179,8 @@ def build_config(**overrides: object) -> Config:
     server = ServerConfig(**server_values)
     top: dict[str, Any] = {"engine": EngineConfig(**section(EngineConfig)), "server": server,
                            "caches": CacheLimits(**section(CacheLimits)),
-                           "billing": BillingConfig(**section(BillingConfig))}
+                           "billing": BillingConfig(**section(BillingConfig)),
+                           "batch": BatchLimits(**section(BatchLimits))}
     if merged.get("models"):
         top["models"] = tuple(merged["models"])
     if merged.get("data_dir") is not None:

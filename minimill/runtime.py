@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from minimill.batch.files import FileStore
+from minimill.batch.store import BatchStore
 from minimill.billing.ledger import Ledger
 from minimill.billing.meter import Meter
 from minimill.billing.prices import CostModel, PriceBook
@@ -23,7 +25,7 @@ def price_book(billing: BillingConfig) -> PriceBook:
     """Prices from the cost model, with any price the config sets explicitly."""
     prices = CostModel(hardware_usd_per_hour=billing.hardware_usd_per_hour, margin=billing.margin).prices()
     given = {name: Decimal(str(value)) for name in ("input", "cached_input", "output", "cache_storage",
-                                                     "session_retention")
+                                                     "session_retention", "batch_discount")
              if (value := getattr(billing, f"price_{name}")) is not None}
     return PriceBook(replace(prices, **given) if given else prices)
 
@@ -31,7 +33,7 @@ def price_book(billing: BillingConfig) -> PriceBook:
 @dataclass(slots=True)
 class Runtime:
     """The served models (first = default), their metrics, the meter and ledger, the prompt caches,
-    and the config they were built from."""
+    the stored files and batches, and the config they were built from."""
 
     config: Config
     engines: dict[str, Engine]
@@ -39,6 +41,8 @@ class Runtime:
     metrics: Metrics
     meter: Meter
     caches: Caches
+    files: FileStore
+    batches: BatchStore
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -61,7 +65,9 @@ class Runtime:
             raise
         meter = Meter(ledger, price_book(config.billing))
         return cls(config=config, engines=engines, specs=specs, metrics=metrics, meter=meter,
-                   caches=Caches(engines, meter, config.caches))
+                   caches=Caches(engines, meter, config.caches),
+                   files=FileStore(ledger, config.data_dir / "files", config.batch.max_file_bytes),
+                   batches=BatchStore(ledger))
 
     @property
     def default_model(self) -> str:

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from minimill import __version__
 from minimill.api import errors
-from minimill.api.routes import billing, caches, chat, completions, info
+from minimill.api.batch_lines import BatchLines
+from minimill.api.routes import batches, billing, caches, chat, completions, files, info
+from minimill.batch.runner import BatchRunner
 from minimill.runtime import Runtime
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    """An app serving `runtime`'s models; the caller owns (and closes) the runtime."""
-    app = FastAPI(title="minimill", version=__version__)
+    """An app serving `runtime`'s models; the caller owns (and closes) the runtime. While it runs, a
+    batch runner works through the Batch API's queue (resuming what a previous run left)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner = BatchRunner(runtime.batches, runtime.files, BatchLines(runtime), runtime.meter, runtime.engines,
+                             runtime.config.batch)
+        app.state.batch_runner = runner
+        task = asyncio.create_task(runner.run(), name="batch-runner")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="minimill", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
     errors.install(app)
-    for module in (chat, completions, caches, billing, info):
+    for module in (chat, completions, caches, files, batches, billing, info):
         app.include_router(module.router)
     return app

@@ -23,20 +23,30 @@ class KVUse:
     cache: CacheRecord | None = None
 
 
-def kv_use(runtime: Runtime, body: SamplingFields, tenant: str, model: str, prompts: Sequence[Sequence[int]]) -> KVUse:
-    """Resolve `cache_id` (checked against every prompt) and `session_id` / `prompt_cache_key`."""
+def kv_use(runtime: Runtime, body: SamplingFields, tenant: str, model: str, prompts: Sequence[Sequence[int]],
+           *, sessions: bool = True) -> KVUse:
+    """Resolve `cache_id` (checked against every prompt) and `session_id` / `prompt_cache_key`
+    (ignored without `sessions`: a batch line shares its group's prefix instead)."""
     cache = None
     if body.cache_id is not None:
         for prompt in prompts:
             cache = runtime.caches.reference(tenant, body.cache_id, model, prompt)
-    session = body.session_key
+    session = body.session_key if sessions else None
     if session is None:
-        if body.session_ttl_seconds is not None:
+        if body.session_ttl_seconds is not None and sessions:
             raise InvalidRequest("session_ttl_seconds needs a session_id (or prompt_cache_key)",
                                  param="session_ttl_seconds")
         return KVUse(reuse=cache.named_kv() if cache else None, cache=cache)
     keep, _ = runtime.caches.session(tenant, session, body.session_ttl_seconds)
     return KVUse(reuse=cache.named_kv() if cache else keep, keep=keep, cache=cache)
+
+
+def billed_cached(use: KVUse, usage: Usage, prompts: int) -> int | None:
+    """Prompt tokens to bill as cached: a named cache's prefix always is, even if the server lost its KV
+    and recomputed it (None: as the engine counted)."""
+    if use.cache is None:
+        return None
+    return max(usage.cached_tokens, min(len(use.cache.tokens) * prompts, usage.prompt_tokens))
 
 
 async def charged(stream: AsyncIterator[ChoiceDelta | Usage], runtime: Runtime, *, request_id: str, tenant: str,
@@ -47,12 +57,8 @@ async def charged(stream: AsyncIterator[ChoiceDelta | Usage], runtime: Runtime, 
             if not isinstance(item, Usage):
                 yield item
                 continue
-            billed_cached = None
-            if use.cache is not None:
-                # The named prefix is billed as cached even if the server lost its KV and recomputed it.
-                billed_cached = max(item.cached_tokens, min(len(use.cache.tokens) * prompts, item.prompt_tokens))
             cost = await asyncio.to_thread(runtime.meter.charge, request_id=request_id, tenant=tenant, model=model,
-                                           kind=kind, usage=item, billed_cached=billed_cached)
+                                           kind=kind, usage=item, billed_cached=billed_cached(use, item, prompts))
             yield usage_out(item, cost.as_dict())
     finally:
         await stream.aclose()  # type: ignore[attr-defined]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -58,15 +60,21 @@ def _param_of(loc: tuple[object, ...]) -> str | None:
     return ".".join(parts[:2]) or None
 
 
+def invalid_body(errors: Sequence[Any], loc_prefix: tuple[object, ...] = ()) -> InvalidRequest:
+    """The first of pydantic's errors about a request body, as OpenAI words it (naming the field)."""
+    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
+    param = _param_of((*loc_prefix, *first.get("loc", ())))
+    message = f"Invalid value for '{param}': {first['msg']}" if param else str(first["msg"])
+    return InvalidRequest(message, param=param)
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-    if first.get("type") == "json_invalid":
+    if exc.errors() and exc.errors()[0].get("type") == "json_invalid":
         return JSONResponse(error_body("We could not parse the JSON body of your request.",
                                        "invalid_request_error"), status_code=400)
-    param = _param_of(tuple(first.get("loc", ())))
-    message = f"Invalid value for '{param}': {first['msg']}" if param else str(first["msg"])
-    return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
+    status, body = describe(invalid_body(exc.errors()))
+    return JSONResponse(body, status_code=status)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

@@ -16,6 +16,7 @@ from minimill.engine.engine import Engine
 from minimill.engine.types import ChoiceDelta, GenerationRequest, TokenLogprob, Usage
 
 T = TypeVar("T")
+U = TypeVar("U", Usage, UsageOut)
 DISCONNECT_POLL_SECONDS = 0.25
 
 
@@ -88,12 +89,12 @@ async def _merge(primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDel
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def gather(stream: AsyncIterator[ChoiceDelta | UsageOut], n_choices: int) -> tuple[list[ChoiceText], UsageOut]:
-    """Consume a charged stream into whole choices and the billed usage."""
+async def gather(stream: AsyncIterator[ChoiceDelta | U], n_choices: int) -> tuple[list[ChoiceText], U]:
+    """Consume a stream into whole choices and its closing usage (billed, or the engine's)."""
     choices = [ChoiceText() for _ in range(n_choices)]
-    usage: UsageOut | None = None
+    usage: U | None = None
     async for item in stream:
-        if isinstance(item, UsageOut):
+        if not isinstance(item, ChoiceDelta):
             usage = item
             continue
         choice = choices[item.index]

@@ -309,3 +309,141 @@ class CacheDeleted(BaseModel):
     id: str
     object: Literal["prompt_cache.deleted"] = "prompt_cache.deleted"
     deleted: bool = True
+
+
+# ---- files and batches -----------------------------------------------------------------------
+class FileObject(BaseModel):
+    """OpenAI's File object."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"] = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    """`GET /v1/files`: one page."""
+
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class FileDeleted(BaseModel):
+    """`DELETE /v1/files/{id}`."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class BatchCreateRequest(OpenAIRequest):
+    """`POST /v1/batches`."""
+
+    input_file_id: str = Field(min_length=1, max_length=64)
+    endpoint: Literal["/v1/chat/completions", "/v1/completions"]
+    completion_window: str = Field(default="24h", pattern=r"^[1-9][0-9]{0,2}h$")
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16)
+
+    @property
+    def window_seconds(self) -> float:
+        """`completion_window` in seconds."""
+        return int(self.completion_window[:-1]) * 3600.0
+
+    @field_validator("completion_window")
+    @classmethod
+    def _at_most_a_week(cls, window: str) -> str:
+        if int(window[:-1]) > 168:
+            raise ValueError("completion_window may be at most 168h")
+        return window
+
+
+class BatchErrorOut(BaseModel):
+    """Why a batch failed validation: one entry of `errors.data`."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(BaseModel):
+    """`errors` of a failed batch."""
+
+    object: Literal["list"] = "list"
+    data: list[BatchErrorOut]
+
+
+class RequestCounts(BaseModel):
+    """`request_counts`: lines in the input, done, and failed (in the error file)."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+class InputTokensDetails(BaseModel):
+    """Prompt tokens whose KV was reused (a group's prefix, a cache)."""
+
+    cached_tokens: int
+
+
+class OutputTokensDetails(BaseModel):
+    """No reasoning tokens here; the field is OpenAI's."""
+
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(BaseModel):
+    """`usage` of a batch: tokens over every line and group prefix so far."""
+
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int
+
+
+class BatchObject(BaseModel):
+    """OpenAI's Batch object, with minimill's `cost` (USD billed so far, at the batch discount)."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts
+    metadata: dict[str, str] | None = None
+    usage: BatchUsage
+    cost: CostOut
+
+
+class BatchList(BaseModel):
+    """`GET /v1/batches`: one page."""
+
+    object: Literal["list"] = "list"
+    data: list[BatchObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False

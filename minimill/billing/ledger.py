@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -168,25 +170,35 @@ class Ledger:
         """Release every connection."""
         self.engine.dispose()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction; a database that is down or locked raises LedgerUnavailable (HTTP 503)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:  # say so, never answer unbilled
+            raise LedgerUnavailable("the ledger database could not be written; please retry") from exc
+
     # ---- billing ------------------------------------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
         """Write one billable event in its own transaction; a repeated id is refused."""
-        try:
-            with self.engine.begin() as conn:
-                self._insert_entry(conn, entry)
-        except OperationalError as exc:  # the database is down or locked: say so, never answer unbilled
-            raise LedgerUnavailable("the ledger could not record this request; please retry") from exc
+        with self.transaction() as conn:
+            self.insert_entry(conn, entry)
 
-    def _insert_entry(self, conn: Connection, entry: LedgerEntry) -> None:
+    def insert_entry(self, conn: Connection, entry: LedgerEntry) -> None:
+        """Add a billable event inside a caller's transaction (with the fact it bills)."""
         try:
             conn.execute(insert(ledger).values(entry.row()))
         except IntegrityError as exc:
             raise InvalidRequest(f"ledger entry '{entry.id}' was already recorded") from exc
 
-    def entries(self, tenant: str) -> list[LedgerEntry]:
-        """A tenant's events, oldest first."""
+    def entries(self, tenant: str, id_prefix: str | None = None) -> list[LedgerEntry]:
+        """A tenant's events (those whose id starts with `id_prefix`, if given), oldest first."""
+        query = select(ledger).where(ledger.c.tenant == tenant)
+        if id_prefix is not None:
+            query = query.where(ledger.c.id.startswith(id_prefix, autoescape=True))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ledger).where(ledger.c.tenant == tenant).order_by(ledger.c.created_at))
+            rows = conn.execute(query.order_by(ledger.c.created_at))
             return [LedgerEntry(id=r["id"], tenant=r["tenant"], model=r["model"], kind=r["kind"], cost=_cost_of(r),
                                 prompt_tokens=r["prompt_tokens"], cached_tokens=r["cached_tokens"],
                                 completion_tokens=r["completion_tokens"],
@@ -222,7 +234,7 @@ class Ledger:
         """
         with self.engine.begin() as conn:
             if entry is not None:
-                self._insert_entry(conn, entry)
+                self.insert_entry(conn, entry)
             try:
                 conn.execute(insert(caches).values(
                     id=record.id, tenant=record.tenant, model=record.model, tokens=json.dumps(list(record.tokens)),
@@ -239,7 +251,7 @@ class Ledger:
         """
         with self.engine.begin() as conn:
             if entry is not None:
-                self._insert_entry(conn, entry)
+                self.insert_entry(conn, entry)
             done = conn.execute(update(caches).where(caches.c.id == cache_id, caches.c.deleted.is_(False))
                                 .values(expires_at=expires_at))
             if done.rowcount != 1:

@@ -36,6 +36,7 @@ from minimill.engine.types import (
     GenerationRequest,
     KVTier,
     NamedKV,
+    Priority,
     SamplingParams,
     TokenLogprob,
     Usage,
@@ -107,7 +108,9 @@ class Engine:
         self.n_ctx = min(self.ctx.n_ctx, model.n_ctx_train)
         self.scheduler = Scheduler(SchedulerLimits(kv_cells=self.ctx.n_ctx, max_seqs=config.max_seqs,
                                                    step_tokens=config.step_tokens,
-                                                   retain_cells=config.retain_cells))
+                                                   retain_cells=config.retain_cells,
+                                                   batch_step_tokens=config.batch_step_tokens,
+                                                   batch_max_seqs=config.batch_max_seqs))
         self.runner = Runner(self.ctx)
         self.template = ChatTemplate.for_model(
             model.meta("tokenizer.chat_template"), model.meta("general.architecture"),
@@ -156,6 +159,11 @@ class Engine:
     def json_object_grammar(self) -> str:
         """GBNF for any JSON object."""
         return JSON_OBJECT_GRAMMAR
+
+    @property
+    def batch_slots(self) -> int:
+        """How many Batch API sequences this engine runs at once (the rest is kept for online requests)."""
+        return self.scheduler.limits.batch_seqs
 
     def stats(self) -> EngineStats:
         """Current load; safe to read from any thread (values may be one step old)."""
@@ -235,7 +243,8 @@ class Engine:
                 chain = self.model.make_sampler(params, seed)
                 key = next(self._keys)
                 seq = Seq(key=key, tenant=request.tenant, tokens=list(request.prompt_tokens),
-                          num_prompt=len(request.prompt_tokens), max_tokens=params.max_tokens)
+                          num_prompt=len(request.prompt_tokens), max_tokens=params.max_tokens,
+                          batch=request.priority == "batch")
                 if request.keep is not None and index == 0:
                     seq.pin = Pin(request.keep.name, request.keep.expires_at)
                 if request.reuse is not None and request.reuse.namespace != request.tenant:
@@ -307,14 +316,14 @@ class Engine:
             state.choices[0].seq.preload = Preload(pin=Pin(ref.name, entry.expires_at), namespace=ref.namespace,
                                                    tokens=entry.tokens, data=entry.data)
         elif ref.tokens:
-            self._rebuild(ref, state.loop)
+            self._rebuild(ref, state.loop, state.request.priority)
 
-    def _rebuild(self, ref: NamedKV, loop: asyncio.AbstractEventLoop) -> None:
+    def _rebuild(self, ref: NamedKV, loop: asyncio.AbstractEventLoop, priority: Priority) -> None:
         """A cache whose KV is in no tier (lost, or its file was bad): prefill its prefix again, ahead
         of the request that named it (which waits for it and copies), and pin and store it anew."""
         request = GenerationRequest(request_id=f"rebuild-{ref.name}", prompt_tokens=ref.tokens,
                                     params=SamplingParams(max_tokens=1, temperature=0.0), tenant=ref.namespace,
-                                    keep=ref)
+                                    keep=ref, priority=priority)
         state = self._make_request(request, loop)  # nobody reads its outbox: only its KV matters
         for choice in state.choices:
             self._live[choice.seq.key] = state

@@ -6,6 +6,10 @@ from a live or retained sequence of the same tenant. KV cells are counted with `
 mirrors llama.cpp's unified cache, so the plan never asks for cells that are not there; when they
 run out, retained prefixes are evicted (LRU) and then the newest running sequence is preempted: its
 KV is swapped out to host memory and swapped back in when there is room.
+Batch sequences (Batch API lines) yield to online ones: they get no tokens in a step where an
+online request waits or prefills, at most `batch_step_tokens` a step otherwise, at most
+`batch_max_seqs` slots, are the first preempted when an online request needs room, and are not
+retained once finished (their group's prefix is pinned instead).
 Pinned prefixes (prompt caches, chat sessions) are retained under a name until they expire; their
 bytes are already in a colder tier (the engine saves them at finish), so under pressure they are
 evicted after every unpinned prefix, and a later request loads them back (`Preload`).
@@ -38,6 +42,13 @@ class SchedulerLimits:
     max_seqs: int
     step_tokens: int
     retain_cells: int = 4096
+    batch_step_tokens: int = 64
+    batch_max_seqs: int | None = None  # None: three quarters of max_seqs
+
+    @property
+    def batch_seqs(self) -> int:
+        """How many sequences batch work may run at once."""
+        return self.batch_max_seqs if self.batch_max_seqs is not None else max(1, self.max_seqs * 3 // 4)
 
 
 @dataclass(slots=True)
@@ -91,7 +102,8 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """A running sequence is done: keep its KV as a reusable prefix (pinned if it has a pin), or free it."""
         self.running.remove(seq)
-        if (self.limits.retain_cells or seq.pin) and seq.num_computed > 0 and seq.slot is not None:
+        keep = seq.pin is not None or (self.limits.retain_cells > 0 and not seq.batch)
+        if keep and seq.num_computed > 0 and seq.slot is not None:
             seq.status = SeqStatus.RETAINED
             self.retained[seq.slot] = seq
             self.index.insert(seq.tenant, seq.slot, seq.tokens[: seq.num_computed])
@@ -157,25 +169,31 @@ class Scheduler:
         """Plan one step. Mutates queues, cells and index as if the plan succeeds."""
         self._expire_pins()
         budget = self.limits.step_tokens
+        # Batch work yields: nothing while an online request waits or prefills (its first token is not
+        # held up by batch tokens in its step), and short steps otherwise (one arriving mid-step waits little).
+        batch_budget = 0 if self._online_pending() else self.limits.batch_step_tokens
         items: list[PlanItem] = []
         copies: list[PrefixCopy] = []
-        self._make_room(sum(1 for s in self.running if not s.in_prefill), protect=())
+        self._make_room(self._decoders(batch_budget, budget)[1], protect=())
         # Decodes first (one token each, cells reserved above), then prefill chunks with what is left.
-        for seq in [s for s in self.running if not s.in_prefill][:budget]:
+        decoders, _ = self._decoders(batch_budget, budget)
+        for seq in decoders:
             items.append(self._plan_tokens(seq, 1))
             budget -= 1
+            batch_budget -= seq.batch
         for seq in [s for s in self.running if s.in_prefill]:
-            count = min(seq.pending, budget)
-            self._make_room(count, protect=(), preempt=False)
+            count = min(seq.pending, budget, batch_budget if seq.batch else budget)
+            self._make_room(count, protect=(), preempt=False, batch_victims=not seq.batch)
             count = min(count, self.cells.free)
             if count > 0:
                 items.append(self._plan_tokens(seq, count))
                 budget -= count
-        budget = self._admit(budget, items, copies)
+                batch_budget -= count if seq.batch else 0
+        budget = self._admit(budget, batch_budget, items, copies)
         self._enforce_retain_cap(protect=tuple(copy.src for copy in copies))
         if not items and self.running:
-            # Every running prefill is stuck on cells held by younger sequences: free the newest.
-            self._preempt(self.running[-1])
+            # Every running prefill is stuck on cells held by younger sequences: free the newest (batch first).
+            self._preempt(self._victim(any_running=True) or self.running[-1])
             return self.schedule()
         plan = StepPlan(swap_out=tuple(self._swap_out), releases=tuple(self._releases),
                         swap_in=tuple(self._swap_in), loads=tuple(self._loads), copies=tuple(copies),
@@ -187,6 +205,17 @@ class Scheduler:
         assert budget >= 0 and len({item.key for item in items}) == len(items)
         return plan
 
+    def _online_pending(self) -> bool:
+        """An online request is waiting for admission or in prefill: batch work pauses this step."""
+        return any(not s.batch for s in self.waiting) or any(not s.batch and s.in_prefill for s in self.running)
+
+    def _decoders(self, batch_budget: int, budget: int) -> tuple[list[Sequence], int]:
+        """The running sequences that decode this step (online all, batch within its budget), and how many."""
+        online = [s for s in self.running if not s.in_prefill and not s.batch]
+        batch = [s for s in self.running if not s.in_prefill and s.batch][:max(0, batch_budget)]
+        chosen = (online + batch)[:budget]
+        return chosen, len(chosen)
+
     def _plan_tokens(self, seq: Sequence, count: int) -> PlanItem:
         assert seq.slot is not None
         start = seq.num_computed
@@ -194,16 +223,26 @@ class Scheduler:
         return PlanItem(key=seq.key, slot=seq.slot, start=start,
                         tokens=tuple(seq.tokens[start:start + count]), sample=start + count == len(seq.tokens))
 
-    def _admit(self, budget: int, items: list[PlanItem], copies: list[PrefixCopy]) -> int:
-        for seq in list(self.waiting):
-            if budget == 0 or len(self.running) >= self.limits.max_seqs:
+    def _admit(self, budget: int, batch_budget: int, items: list[PlanItem], copies: list[PrefixCopy]) -> int:
+        # Online requests first, each class in its order (a preempted sequence was put first in it).
+        for seq in sorted(self.waiting, key=lambda s: s.batch):
+            allowed = min(budget, batch_budget) if seq.batch else budget
+            if allowed <= 0:
                 break
+            if seq.batch and sum(s.batch for s in self.running) >= self.limits.batch_seqs:
+                break
+            if len(self.running) >= self.limits.max_seqs:
+                victim = None if seq.batch else self._victim(any_running=False)
+                if victim is None:
+                    break
+                self._preempt(victim)
             if seq.swapped:
                 if not self._resume(seq):
                     break
-                count = min(seq.pending, budget)
+                count = min(seq.pending, allowed)
                 items.append(self._plan_tokens(seq, count))
                 budget -= count
+                batch_budget -= count if seq.batch else 0
                 continue
             if seq.preload is not None:
                 self._load(seq.preload)
@@ -213,15 +252,20 @@ class Scheduler:
                 continue  # a running prefill will soon give this request a longer prefix
             protect = (source.holder,) if source.holder is not None else ()
             slot = self._take_slot(protect)
+            if slot is None and not seq.batch and (victim := self._victim(any_running=False, protect=protect)):
+                self._preempt(victim)
+                slot = self._take_slot(protect)
             if slot is None:
                 break
-            count = min(seq.pending - source.usable, budget)
-            if not self._make_room(count + len(self.running), protect=protect, preempt=False):
+            count = min(seq.pending - source.usable, allowed)
+            if not self._make_room(count + len(self.running), protect=protect, preempt=False,
+                                   batch_victims=not seq.batch):
                 self.free_slots.append(slot)
                 break
             self._start(seq, slot, source, copies)
             items.append(self._plan_tokens(seq, count))
             budget -= count
+            batch_budget -= count if seq.batch else 0
         return budget
 
     def _resume(self, seq: Sequence) -> bool:
@@ -275,7 +319,8 @@ class Scheduler:
             usable = min(shared, owner.num_computed, limit)
             if usable > best.usable:
                 best = _Source(holder=holder, usable=usable)
-            if owner.status is SeqStatus.RUNNING and owner.in_prefill:
+            # An online request never waits on a batch prefill: batch work is paused while it waits.
+            if owner.status is SeqStatus.RUNNING and owner.in_prefill and (seq.batch or not owner.batch):
                 promised = max(promised, min(shared, limit))
         if promised - best.usable >= MIN_WAIT_GAIN:
             return None
@@ -301,15 +346,27 @@ class Scheduler:
         self.running.append(seq)
 
     # ---- capacity -----------------------------------------------------------------------------
-    def _make_room(self, cells: int, protect: tuple[int, ...], preempt: bool = True) -> bool:
-        """Evict retained prefixes (LRU), then preempt the newest running, until `cells` are free."""
+    def _make_room(self, cells: int, protect: tuple[int, ...], preempt: bool = True,
+                   batch_victims: bool = False) -> bool:
+        """Evict retained prefixes (LRU), then preempt (batch sequences first, then the newest running
+        if `preempt`; only batch ones if `batch_victims`), until `cells` are free."""
         while self.cells.free < cells:
             if self._evict_one(protect):
                 continue
-            if not preempt or len(self.running) <= 1:
+            victim = self._victim(any_running=preempt, protect=protect) if preempt or batch_victims else None
+            if victim is None:
                 return self.cells.free >= cells
-            self._preempt(self.running[-1])
+            self._preempt(victim)
         return True
+
+    def _victim(self, any_running: bool, protect: tuple[int, ...] = ()) -> Sequence | None:
+        """Whom to preempt: the newest batch sequence; else, if `any_running`, the newest of several."""
+        batch = [s for s in self.running if s.batch and s.slot not in protect]
+        if batch:
+            return batch[-1]
+        if any_running and len(self.running) > 1 and self.running[-1].slot not in protect:
+            return self.running[-1]
+        return None
 
     def _take_slot(self, protect: tuple[int, ...]) -> int | None:
         if not self.free_slots:

@@ -58,6 +58,7 @@ class Sequence:
     pin: Pin | None = None  # keep the KV under a name once finished (caches, sessions)
     preload: Preload | None = None  # KV bytes from a colder tier to copy the prefix from
     shared_namespace: str | None = None  # a shared cache's namespace this sequence may also read
+    batch: bool = False  # Batch API work: yields to online sequences
 
     @property
     def pending(self) -> int:

@@ -11,6 +11,7 @@ from typing import Literal
 
 FinishReason = Literal["stop", "length", "abort"]
 KVTier = Literal["live", "ram", "disk"]
+Priority = Literal["online", "batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,8 @@ class GenerationRequest:
     """One prompt (as token ids) to continue `n` times. `tenant` scopes prefix reuse.
 
     `reuse` names an entry whose KV the prompt starts with (loaded from a colder tier if it is not
-    live); `keep` pins the first choice's prompt and answer under a name once it finishes.
+    live); `keep` pins the first choice's prompt and answer under a name once it finishes. `batch`
+    priority (Batch API lines) runs in the capacity online requests leave.
     """
 
     request_id: str
@@ -72,6 +74,7 @@ class GenerationRequest:
     tenant: str = ""
     reuse: NamedKV | None = None
     keep: NamedKV | None = None
+    priority: Priority = "online"
 
 
 @dataclass(frozen=True, slots=True)

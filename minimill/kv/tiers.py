@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from minimill.durable import write_atomically
+
 Tier = Literal["ram", "disk"]
 MAGIC = b"MMKV\x01"
 _LENGTH = struct.Struct("<Q")
@@ -223,17 +225,7 @@ class TierStore:
             return
         file = _file_name(name)
         raw = encode_file(self.fingerprint, name, entry)
-        tmp = self.directory / (file + ".tmp")
-        with open(tmp, "wb") as out:
-            out.write(raw)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.directory / file)  # atomic: a reader sees the old file or the new one
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.directory / file, raw)  # a reader sees the old file or the new one
         self._disk.pop(file, None)
         self._disk[file] = len(raw)
         while sum(self._disk.values()) > self.limits.disk_bytes and len(self._disk) > 1:

@@ -184,3 +184,69 @@ def test_a_shared_namespace_is_read_only_by_requests_that_name_it() -> None:
     s.add(named)
     run_until_idle(s)
     assert unnamed.cached_tokens == 0 and named.cached_tokens == 40
+
+
+def batch_seq(tokens: list[int], max_tokens: int = 4) -> Sequence:
+    line = seq(tokens, max_tokens)
+    line.batch = True
+    return line
+
+
+def test_batch_steps_are_short_and_pause_while_an_online_request_prefills() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=8, step_tokens=128, batch_step_tokens=32))
+    line = batch_seq(list(range(100)), max_tokens=50)
+    s.add(line)
+    assert [len(i.tokens) for i in step(s).items] == [32]  # chunks of batch_step_tokens, not of step_tokens
+    online = seq(list(range(500, 700)), max_tokens=2)
+    s.add(online)
+    for _ in range(2):  # 200 online prompt tokens in two steps of 128 + 72: the batch line gets nothing
+        assert {i.key for i in step(s).items} == {online.key}
+    plan = step(s)  # online decodes now; the batch line resumes within its budget
+    assert {i.key: len(i.tokens) for i in plan.items} == {online.key: 1, line.key: 32}
+
+
+def test_online_is_admitted_before_waiting_batch_lines_which_keep_their_share_of_slots() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=256, batch_step_tokens=256,
+                                  batch_max_seqs=2))
+    lines = [batch_seq([1000 + 10 * k + t for t in range(10)], max_tokens=20) for k in range(3)]
+    for line in lines:
+        s.add(line)
+    online = seq(list(range(10)), max_tokens=20)
+    s.add(online)
+    step(s)
+    assert online.status is SeqStatus.RUNNING
+    step(s)
+    assert [line.status for line in lines] == [SeqStatus.RUNNING, SeqStatus.RUNNING, SeqStatus.WAITING]
+
+
+def test_online_request_preempts_a_batch_line_for_a_slot_and_the_line_resumes() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=2, step_tokens=64, batch_step_tokens=64,
+                                  batch_max_seqs=2))
+    lines = [batch_seq([1000 + 10 * k + t for t in range(10)], max_tokens=6) for k in range(2)]
+    for line in lines:
+        s.add(line)
+    step(s)
+    online = seq(list(range(10)), max_tokens=2)
+    s.add(online)
+    plan = step(s)
+    assert [swap.key for swap in plan.swap_out] == [lines[1].key] and online.status is SeqStatus.RUNNING
+    while online.status is SeqStatus.RUNNING:
+        step(s)
+    for _ in range(12):
+        step(s)
+    assert [len(line.tokens) - line.num_prompt for line in lines] == [6, 6]  # both lines finished
+    assert online.num_generated == 2 and not s.running
+    assert all(line.status is SeqStatus.FREED for line in lines)  # batch lines are not kept as prefixes
+
+
+def test_online_request_does_not_wait_on_a_batch_prefill_of_its_prefix() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=64, batch_step_tokens=16))
+    prefix = list(range(80))
+    line = batch_seq(prefix + [900], max_tokens=2)
+    s.add(line)
+    step(s)
+    online = seq(prefix + [901], max_tokens=2)
+    s.add(online)
+    plan = step(s)
+    assert online.status is SeqStatus.RUNNING and {i.key for i in plan.items} == {online.key}
+    assert plan.copies[0].length == 16  # it copies what the line has computed, then prefills the rest

@@ -1,0 +1,172 @@
+"""Issue 5 benchmark W5: the W1 rows as one Batch API batch vs the same rows online, same server, same run.
+
+    python -m bench.run_issue5 --rows 256
+
+One `minimill serve` (the same for every phase). Phases, in order:
+1. idle: online TTFT probes with nothing else running (a W1 row, and a short unrelated chat);
+2. online: the rows through /v1/chat/completions, 8 concurrent (the W1 client), rows/s;
+3. batch: the same rows as one batch; rows/s from submission to completion; prompt tokens computed
+   (engine counters) against the prefix computed once per group;
+4. batch + probes: the batch again while the same online probes run, one after another: TTFT during
+   the batch over idle TTFT.
+Writes bench/results/issue5-w5.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai import AsyncOpenAI
+
+from bench import client, peers
+
+MODEL = "smollm2-135m"
+MAX_TOKENS = 24
+Report = dict[str, Any]
+
+
+def rows_and_prefix(rows: int) -> tuple[str, list[str]]:
+    """The W1 instruction prefix and the first `rows` rows."""
+    prefix = (client.WORKLOADS / "w1_prefix.txt").read_text()
+    lines = [line for line in (client.WORKLOADS / "w1_rows.txt").read_text().splitlines() if line.strip()]
+    return prefix, lines[:rows]
+
+
+def messages(prefix: str, row: str) -> list[dict[str, str]]:
+    """A W1 row as chat: the instructions as the system message, the row as the user's."""
+    return [{"role": "system", "content": prefix}, {"role": "user", "content": row}]
+
+
+def counters(url: str) -> dict[str, float]:
+    """The engine's prompt and cached token counters."""
+    text = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    wanted = ("minimill_prompt_tokens_total", "minimill_prefix_cached_tokens_total")
+    return {name: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+            for name in wanted}
+
+
+async def probe_ttfts(api: AsyncOpenAI, prefix: str, rows: list[str], count: int, stop: asyncio.Event | None = None,
+                      pause: float = 0.5) -> dict[str, list[float]]:
+    """Sequential online probes (alternating a W1 row and a short unrelated chat); their TTFTs."""
+    found: dict[str, list[float]] = {"w1_row": [], "short_chat": []}
+    for n in range(count):
+        if stop is not None and stop.is_set():
+            break
+        if n % 2 == 0:
+            sample, _ = await client.stream_chat(api, MODEL, messages(prefix, rows[n % len(rows)]), 4)
+            found["w1_row"].append(sample.ttft)
+        else:
+            sample, _ = await client.stream_chat(api, MODEL, [{"role": "user", "content": f"Name a colour. ({n})"}], 4)
+            found["short_chat"].append(sample.ttft)
+        await asyncio.sleep(pause)
+    return found
+
+
+async def run_batch(api: AsyncOpenAI, url: str, prefix: str, rows: list[str], tag: str) -> Report:
+    """Submit the rows as one batch and wait for it; wall time, the batch object and token counters."""
+    lines = [{"custom_id": f"{tag}-{n}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": MODEL, "messages": messages(prefix, row), "max_tokens": MAX_TOKENS, "temperature": 0}}
+             for n, row in enumerate(rows)]
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    before = counters(url)
+    start = time.perf_counter()
+    uploaded = await api.files.create(file=(f"{tag}.jsonl", io.BytesIO(data)), purpose="batch")
+    batch = await api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                     completion_window="24h")
+    while batch.status not in ("completed", "failed", "cancelled", "expired"):
+        await asyncio.sleep(0.25)
+        batch = await api.batches.retrieve(batch.id)
+    seconds = time.perf_counter() - start
+    after = counters(url)
+    assert batch.status == "completed" and batch.request_counts.failed == 0, batch
+    computed = (after["minimill_prompt_tokens_total"] - before["minimill_prompt_tokens_total"]
+                - (after["minimill_prefix_cached_tokens_total"] - before["minimill_prefix_cached_tokens_total"]))
+    return {"seconds": seconds, "rows_per_s": len(rows) / seconds, "computed_prompt_tokens": computed,
+            "batch": batch.model_dump()}
+
+
+async def w5(url: str, rows_count: int, probes: int) -> Report:
+    """All four phases on one server."""
+    api = client.api_client(url)
+    prefix, rows = rows_and_prefix(rows_count)
+    await client.stream_chat(api, MODEL, messages(prefix, rows[0]), 2)  # warm up (and retain the prefix)
+    idle = await probe_ttfts(api, prefix, rows, probes)
+
+    async def online_row(row: str) -> client.Sample:
+        sample, _ = await client.stream_chat(api, MODEL, messages(prefix, row), MAX_TOKENS)
+        return sample
+
+    before = counters(url)
+    samples, online_seconds = await client.run_concurrent(rows, 8, online_row)
+    after = counters(url)
+    online_computed = (after["minimill_prompt_tokens_total"] - before["minimill_prompt_tokens_total"]
+                       - (after["minimill_prefix_cached_tokens_total"] - before["minimill_prefix_cached_tokens_total"]))
+    batch = await run_batch(api, url, prefix, rows, "w5")
+    stop = asyncio.Event()
+    probing = asyncio.create_task(probe_ttfts(api, prefix, rows, 10 ** 6, stop))
+    with_probes = await run_batch(api, url, prefix, rows, "w5-probed")
+    stop.set()
+    during = await probing
+    prompt_tokens = [s.prompt_tokens for s in samples]
+    return {"rows": len(rows), "probes_idle": idle, "probes_during_batch": during,
+            "online": {"seconds": online_seconds, "rows_per_s": len(rows) / online_seconds,
+                       "computed_prompt_tokens": online_computed, "prompt_tokens": sum(prompt_tokens)},
+            "batch": batch, "batch_with_probes": with_probes}
+
+
+def table(r: Report) -> str:
+    """The Markdown table of a W5 report."""
+    online, batch = r["online"], r["batch"]
+    usage = batch["batch"]["usage"]
+    prefix_rows = usage["input_tokens"] - r["online"]["prompt_tokens"]  # the group prefixes' own tokens
+    lines = ["| figure | online, 8 concurrent | batch | ratio |", "|---|---|---|---|",
+             f"| rows/s ({r['rows']} W1 rows) | {online['rows_per_s']:.3f} | {batch['rows_per_s']:.3f} | "
+             f"{batch['rows_per_s'] / online['rows_per_s']:.2f}x |",
+             f"| prompt tokens computed | {online['computed_prompt_tokens']:.0f} | "
+             f"{batch['computed_prompt_tokens']:.0f} | "
+             f"{batch['computed_prompt_tokens'] / online['computed_prompt_tokens']:.2f}x |",
+             f"| batch cost (USD, batch discount) | | {batch['batch']['cost']['total']:.3g} | |",
+             "", "| online probe | idle TTFT (s) | TTFT during the batch (s) | during / idle |", "|---|---|---|---|"]
+    for kind in ("w1_row", "short_chat"):
+        idle, during = r["probes_idle"][kind], r["probes_during_batch"][kind]
+        if idle and during:
+            lines.append(f"| {kind} (n={len(idle)}/{len(during)}) | {statistics.mean(idle):.3f} | "
+                         f"{statistics.mean(during):.3f} | {statistics.mean(during) / statistics.mean(idle):.2f}x |")
+    lines.append("")
+    lines.append(f"Group prefix tokens billed as computed by the batch: {prefix_rows} "
+                 f"(cached tokens over all lines: {usage['input_tokens_details']['cached_tokens']}); "
+                 f"batch with probes running: {r['batch_with_probes']['rows_per_s']:.3f} rows/s.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "issue5-w5.json")
+    args = parser.parse_args()
+    data_dir = tempfile.mkdtemp(prefix="minimill-bench-")
+    port = peers.free_port()
+    command = peers.minimill_command(port, args.threads, ["--data-dir", data_dir])
+    with peers.running(command, port) as url:
+        report = asyncio.run(w5(url, args.rows, args.probes))
+    report["table"] = table(report)
+    report["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
+                         "threads": args.threads, "date": time.strftime("%Y-%m-%d")}
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print(report["table"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The Batch API's line executor: a line is validated, run and answered exactly as the online endpoint
+would (same schemas, same `Call`), at batch priority, reusing its group's prefix."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from minimill.api.calls import Call, ChatCall, CompletionCall
+from minimill.api.charging import billed_cached
+from minimill.api.convert import usage_out
+from minimill.api.errors import describe, invalid_body
+from minimill.api.generation import gather, start
+from minimill.api.schemas import ChatCompletionRequest, CompletionRequest
+from minimill.batch.runner import LineResult, PreparedLine
+from minimill.engine.types import NamedKV
+from minimill.errors import InvalidRequest, MinimillError
+from minimill.runtime import Runtime
+
+
+class BatchLines:
+    """Implements `batch.runner.LineExecutor` over this server's endpoints."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine:
+        """The body checked by the endpoint's schema and preparation; MinimillError if it would be refused."""
+        schema = ChatCompletionRequest if endpoint == "/v1/chat/completions" else CompletionRequest
+        try:
+            request = schema.model_validate(body)
+        except ValidationError as exc:
+            raise invalid_body(exc.errors(), ("body",)) from None
+        if request.stream:
+            raise InvalidRequest("stream is not supported in a batch: each answer is written whole", param="stream")
+        call: Call = (ChatCall.prepare(request, self.runtime, tenant, sessions=False)
+                      if isinstance(request, ChatCompletionRequest)
+                      else CompletionCall.prepare(request, self.runtime, tenant, sessions=False))
+        return PreparedLine(call.engine.name, tuple(tuple(p) for p in call.prompts), call)
+
+    async def execute(self, tenant: str, line: PreparedLine, request_id: str, reuse: NamedKV | None) -> LineResult:
+        """Run at batch priority; the answer's usage is filled in, its cost is left to the runner."""
+        call: Call = line.call
+        rid = f"{'chatcmpl' if call.kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}"
+        try:
+            stream = await start(call.engine, call.requests(rid, tenant, reuse=reuse, priority="batch"))
+            choices, usage = await gather(stream, call.n_choices)
+        except MinimillError as exc:
+            status, body = describe(exc)
+            return LineResult(status, body, rid)
+        answer = call.response(rid, int(time.time()), choices, usage_out(usage)).model_dump(mode="json")
+        return LineResult(200, answer, rid, usage, billed_cached(call.use, usage, len(call.prompts)))
+
+    def error(self, exc: MinimillError) -> tuple[int, dict[str, Any]]:
+        """OpenAI's status and error body for a refused line."""
+        return describe(exc)

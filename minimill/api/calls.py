@@ -1,0 +1,129 @@
+"""A chat or completions request, validated and tokenized, ready to run: the part of an endpoint that
+the online route and a Batch API line share (so both validate, run and answer identically)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from minimill.api import convert
+from minimill.api.charging import KVUse, kv_use
+from minimill.api.generation import ChoiceText
+from minimill.api.schemas import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessageOut,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    UsageOut,
+)
+from minimill.engine.engine import Engine
+from minimill.engine.types import GenerationRequest, NamedKV, Priority, SamplingParams
+from minimill.errors import InvalidRequest
+from minimill.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """`POST /v1/chat/completions`, prepared."""
+
+    body: ChatCompletionRequest
+    engine: Engine
+    prompt: list[int]
+    use: KVUse
+    params: SamplingParams
+    kind: Literal["chat.completion"] = "chat.completion"
+
+    @classmethod
+    def prepare(cls, body: ChatCompletionRequest, runtime: Runtime, tenant: str, *, sessions: bool = True) -> ChatCall:
+        """Validate what the schema cannot, render the template, resolve caches and sessions."""
+        engine = runtime.engine_for(body.model)
+        if body.top_logprobs is not None and not body.logprobs:
+            raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
+        prompt = engine.chat_tokens(convert.chat_messages(body))
+        use = kv_use(runtime, body, tenant, engine.name, [prompt], sessions=sessions)
+        params = convert.sampling_params(
+            body, engine, len(prompt), max_tokens=body.max_completion_tokens or body.max_tokens,
+            logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=convert.chat_grammar(body, engine))
+        return cls(body, engine, prompt, use, params)
+
+    @property
+    def prompts(self) -> list[list[int]]:
+        """The prompt's token ids (one prompt)."""
+        return [self.prompt]
+
+    @property
+    def n_choices(self) -> int:
+        """Choices in the answer."""
+        return self.body.n
+
+    def requests(self, rid: str, tenant: str, *, reuse: NamedKV | None = None,
+                 priority: Priority = "online") -> list[GenerationRequest]:
+        """What to hand the engine; `reuse` (a batch group's prefix) applies unless a cache is named."""
+        return [GenerationRequest(rid, tuple(self.prompt), self.params, self.body.n, tenant,
+                                  self.use.reuse or reuse, self.use.keep, priority)]
+
+    def response(self, rid: str, created: int, choices: list[ChoiceText], usage: UsageOut) -> ChatCompletion:
+        """The whole answer."""
+        logprobs = self.body.logprobs
+        return ChatCompletion(id=rid, created=created, model=self.engine.name, usage=usage, choices=[
+            ChatChoice(index=i, message=ChatMessageOut(content=c.text), finish_reason=c.finish_reason,
+                       logprobs=convert.chat_logprobs(c.logprobs) if logprobs else None)
+            for i, c in enumerate(choices)])
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionCall:
+    """`POST /v1/completions`, prepared: one or several prompts."""
+
+    body: CompletionRequest
+    engine: Engine
+    prompts: list[list[int]]
+    use: KVUse
+    echoes: list[str]
+    kind: Literal["text_completion"] = "text_completion"
+
+    @classmethod
+    def prepare(cls, body: CompletionRequest, runtime: Runtime, tenant: str, *,
+                sessions: bool = True) -> CompletionCall:
+        """Tokenize every prompt, resolve caches and sessions, check each prompt's sampling fields."""
+        engine = runtime.engine_for(body.model)
+        prompts = convert.completion_prompts(body, engine)
+        use = kv_use(runtime, body, tenant, engine.name, prompts, sessions=sessions)
+        for prompt in prompts:
+            cls._params(body, engine, prompt)
+        echoes = [engine.detokenize(p) if body.echo else "" for p in prompts]
+        return cls(body, engine, prompts, use, echoes)
+
+    @staticmethod
+    def _params(body: CompletionRequest, engine: Engine, prompt: list[int]) -> SamplingParams:
+        return convert.sampling_params(body, engine, len(prompt), max_tokens=body.max_tokens,
+                                       logprobs=body.logprobs, grammar=None)
+
+    @property
+    def n_choices(self) -> int:
+        """Choices in the answer: n for every prompt."""
+        return self.body.n * len(self.prompts)
+
+    def requests(self, rid: str, tenant: str, *, reuse: NamedKV | None = None,
+                 priority: Priority = "online") -> list[GenerationRequest]:
+        """One engine request per prompt; the session (if any) keeps the first."""
+        return [GenerationRequest(f"{rid}-{k}", tuple(p), self._params(self.body, self.engine, p), self.body.n,
+                                  tenant, self.use.reuse or reuse, self.use.keep if k == 0 else None, priority)
+                for k, p in enumerate(self.prompts)]
+
+    def response(self, rid: str, created: int, choices: list[ChoiceText], usage: UsageOut) -> Completion:
+        """The whole answer, echoes included."""
+        out = []
+        for i, c in enumerate(choices):
+            echo = self.echoes[i // self.body.n]
+            logprobs = (convert.completion_logprobs(c.logprobs, len(echo)) if self.body.logprobs is not None
+                        else None)
+            out.append(CompletionChoice(index=i, text=echo + c.text, finish_reason=c.finish_reason,
+                                        logprobs=logprobs))
+        return Completion(id=rid, created=created, model=self.engine.name, choices=out, usage=usage)
+
+
+Call = ChatCall | CompletionCall

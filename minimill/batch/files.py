@@ -1,0 +1,130 @@
+"""Files API storage: a tenant's uploaded files (batch inputs) and the batch output files.
+
+Contents live under the data directory, one file per id, written atomically before the database row
+that makes them visible; metadata lives in the ledger database beside the batches that use them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, delete, insert, select, update
+
+from minimill.billing.ledger import Ledger
+from minimill.durable import write_atomically
+from minimill.errors import InvalidRequest, NotFound
+
+Purpose = Literal["batch", "batch_output"]
+UPLOAD_PURPOSES = ("batch",)
+
+metadata = MetaData()
+files = Table(
+    "files", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A stored file: owner, purpose, name and size."""
+
+    id: str
+    tenant: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: float
+
+
+def _record(row: object) -> FileRecord:
+    r = row._mapping  # type: ignore[attr-defined]
+    return FileRecord(id=r["id"], tenant=r["tenant"], purpose=r["purpose"], filename=r["filename"],
+                      bytes=r["bytes"], created_at=r["created_at"])
+
+
+class FileStore:
+    """Create, list, read and delete files, per tenant. One per runtime."""
+
+    def __init__(self, ledger: Ledger, directory: Path, max_bytes: int) -> None:
+        self.ledger = ledger
+        self.directory = directory
+        self.max_bytes = max_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        metadata.create_all(ledger.engine)
+
+    def upload(self, tenant: str, purpose: str, filename: str, data: bytes) -> FileRecord:
+        """A client's upload: checked for purpose and size."""
+        if purpose not in UPLOAD_PURPOSES:
+            raise InvalidRequest(f"purpose must be one of {', '.join(UPLOAD_PURPOSES)}, got '{purpose}'",
+                                 param="purpose")
+        if not data:
+            raise InvalidRequest("the file is empty", param="file")
+        if len(data) > self.max_bytes:
+            raise InvalidRequest(f"the file has {len(data)} bytes; the limit is {self.max_bytes}", param="file",
+                                 code="file_too_large")
+        return self.put(tenant, purpose, filename, data)
+
+    def put(self, tenant: str, purpose: str, filename: str, data: bytes, file_id: str | None = None) -> FileRecord:
+        """Store `data`; with `file_id` given, replace any file of that id (a repeated batch finalisation)."""
+        record = FileRecord(id=file_id or f"file-{secrets.token_hex(12)}", tenant=tenant, purpose=purpose,
+                            filename=filename[:512] or "file", bytes=len(data), created_at=time.time())
+        write_atomically(self.directory / record.id, data)
+        try:
+            with self.ledger.transaction() as conn:
+                conn.execute(delete(files).where(files.c.id == record.id))
+                conn.execute(insert(files).values(id=record.id, tenant=tenant, purpose=purpose,
+                                                  filename=record.filename, bytes=record.bytes,
+                                                  created_at=record.created_at, deleted=False))
+        except Exception:
+            (self.directory / record.id).unlink(missing_ok=True)
+            raise
+        return record
+
+    def get(self, tenant: str, file_id: str) -> FileRecord:
+        """A file the tenant owns; NotFound otherwise."""
+        with self.ledger.engine.connect() as conn:
+            row = conn.execute(select(files).where(files.c.id == file_id, files.c.tenant == tenant,
+                                                   files.c.deleted.is_(False))).first()
+        if row is None:
+            raise NotFound(f"No such File object: {file_id}", param="file_id", code="file_not_found")
+        return _record(row)
+
+    def page(self, tenant: str, *, purpose: str | None = None, limit: int = 10000, after: str | None = None,
+             newest_first: bool = True) -> list[FileRecord]:
+        """The tenant's files, newest first by default; `after` is the last id of the previous page."""
+        query = select(files).where(files.c.tenant == tenant, files.c.deleted.is_(False))
+        if purpose is not None:
+            query = query.where(files.c.purpose == purpose)
+        order = (files.c.created_at.desc(), files.c.id.desc()) if newest_first else (files.c.created_at, files.c.id)
+        with self.ledger.engine.connect() as conn:
+            records = [_record(row) for row in conn.execute(query.order_by(*order))]
+        if after is not None:
+            ids = [r.id for r in records]
+            records = records[ids.index(after) + 1:] if after in ids else []
+        return records[:limit]
+
+    def content(self, tenant: str, file_id: str) -> bytes:
+        """The bytes of a file the tenant owns."""
+        record = self.get(tenant, file_id)
+        try:
+            return (self.directory / record.id).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"the content of file {file_id} is missing", param="file_id") from None
+
+    def delete(self, tenant: str, file_id: str) -> FileRecord:
+        """Delete a file the tenant owns (row marked, content removed)."""
+        record = self.get(tenant, file_id)
+        with self.ledger.transaction() as conn:
+            conn.execute(update(files).where(files.c.id == file_id).values(deleted=True))
+        (self.directory / file_id).unlink(missing_ok=True)
+        return record

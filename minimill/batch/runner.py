@@ -1,0 +1,353 @@
+"""Running batches: validate the input file, group lines by shared prefix, run them at batch priority,
+record each line with its bill, and write the output and error files.
+
+One task per server runs the unfinished batches in creation order (after a restart too: a batch
+resumes from the lines the store already has). The API layer supplies a `LineExecutor`, which
+validates and runs a line exactly as the online endpoint would; this module never sees HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from minimill.batch.files import FileStore
+from minimill.batch.grouping import GroupedLine, group_lines
+from minimill.batch.jsonl import InputLine, LineProblem, parse_input
+from minimill.batch.store import BatchRecord, BatchStore
+from minimill.billing.ledger import LedgerEntry
+from minimill.billing.meter import Meter
+from minimill.config import BatchLimits
+from minimill.engine.engine import Engine
+from minimill.engine.types import GenerationRequest, NamedKV, SamplingParams, Usage
+from minimill.errors import CapacityExceeded, EngineUnavailable, LedgerUnavailable, MinimillError, NotFound
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedLine:
+    """A line's request as the API layer validated it: the model, its prompts' token ids, and the
+    executor's own handle on what to run."""
+
+    model: str
+    prompts: tuple[tuple[int, ...], ...]
+    call: Any
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """What running a line gave: the HTTP status and body the online endpoint would have answered,
+    the usage to bill, and how many prompt tokens to bill as cached (None: as the engine counted)."""
+
+    status_code: int
+    body: dict[str, Any]
+    request_id: str
+    usage: Usage | None = None
+    billed_cached: int | None = None
+
+
+class LineExecutor(Protocol):
+    """Validates and runs one line as the online endpoint does (implemented by the API layer)."""
+
+    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine:
+        """Validate and tokenize; raises MinimillError for a request the endpoint would refuse."""
+
+    async def execute(self, tenant: str, line: PreparedLine, request_id: str, reuse: NamedKV | None) -> LineResult:
+        """Run it at batch priority, reusing `reuse`'s KV for its prefix; the usage is not billed here."""
+
+    def error(self, exc: MinimillError) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and OpenAI error body of a refused request."""
+
+
+_Prepared = tuple[InputLine, PreparedLine | None]
+
+
+@dataclass(slots=True, eq=False)
+class _GroupRun:
+    """A group being run: its prefix's pinned KV (once prefilled) and the lines still to finish."""
+
+    model: str
+    prefix: tuple[int, ...]
+    remaining: int
+    ready: asyncio.Task[NamedKV | None] | None = None
+
+
+@dataclass(slots=True)
+class _Active:
+    """The batch being run now and its workers (cancel stops them)."""
+
+    batch_id: str
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def error_line(line: int, custom_id: str | None, problem: LineProblem, status: int | None = None,
+               body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error-file line: OpenAI's shape, with the input line's number in `error.line`."""
+    response = None if status is None else {"status_code": status, "request_id": None, "body": body}
+    return {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id, "response": response,
+            "error": {"code": problem.code, "message": problem.message, "param": problem.param, "line": line}}
+
+
+class BatchRunner:
+    """Runs every unfinished batch, one after another; `wake` after creating or cancelling one."""
+
+    def __init__(self, store: BatchStore, files: FileStore, executor: LineExecutor, meter: Meter,
+                 engines: Mapping[str, Engine], limits: BatchLimits, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.files = files
+        self.executor = executor
+        self.meter = meter
+        self.engines = engines
+        self.limits = limits
+        self._now = clock
+        self._wake = asyncio.Event()
+        self._active: _Active | None = None
+
+    def wake(self) -> None:
+        """Look for work now."""
+        self._wake.set()
+
+    def cancel(self, batch_id: str) -> None:
+        """Stop a batch that the store marked cancelling: no new lines; lines in flight are aborted."""
+        active = self._active
+        if active is not None and active.batch_id == batch_id:
+            active.cancelled = True
+            for worker in active.workers:
+                worker.cancel()
+        self.wake()
+
+    async def run(self) -> None:
+        """Forever: take the oldest unfinished batch and carry it as far as it goes."""
+        while True:
+            try:
+                for record in await asyncio.to_thread(self.store.unfinished):
+                    await self._process(record)
+            except LedgerUnavailable:
+                log.warning("batch runner: the ledger database is unavailable; retrying")
+            except Exception:  # one bad batch must not stop the runner; it is retried on the next pass
+                log.exception("batch runner: unexpected error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            self._wake.clear()
+
+    async def _process(self, record: BatchRecord) -> None:
+        prepared = None
+        if record.status == "validating":
+            record, prepared = await asyncio.to_thread(self._validate, record)
+        if record.status == "in_progress" and record.expires_at > self._now():
+            self._active = _Active(record.id)
+            try:
+                await self._run_lines(record, prepared)
+            finally:
+                self._active = None
+            record = await asyncio.to_thread(self.store.get, record.id)
+        if record.status in ("in_progress", "finalizing", "cancelling"):
+            await asyncio.to_thread(self._finalize, record)
+
+    # ---- validation -----------------------------------------------------------------------------
+    def _read(self, record: BatchRecord) -> tuple[list[InputLine], dict[str, Any] | None]:
+        try:
+            raw = self.files.content(record.tenant, record.input_file_id)
+        except NotFound:
+            return [], {"code": "invalid_file", "message": f"input file {record.input_file_id} no longer exists",
+                        "param": "input_file_id", "line": None}
+        lines, problem = parse_input(raw, record.endpoint, self.limits.max_batch_lines)
+        return lines, problem.as_dict() if problem is not None else None
+
+    def _validate(self, record: BatchRecord) -> tuple[BatchRecord, list[_Prepared] | None]:
+        """Whole-file problems fail the batch; each bad line gets its error row; then in_progress.
+        Returns the lines as prepared, so that running them does not tokenize them again."""
+        lines, problem = self._read(record)
+        if problem is not None:
+            self.store.move(record.id, "failed", errors=[problem])
+            return self.store.get(record.id), None
+        prepared = [(line, self._prepare(record, line)) for line in lines]  # writes the bad lines' error rows
+        self.store.move(record.id, "in_progress", only_from=("validating",), total=len(lines))
+        return self.store.get(record.id), prepared
+
+    def _prepare(self, record: BatchRecord, line: InputLine) -> PreparedLine | None:
+        """The line validated as the endpoint would; None (and its error row written) if it cannot run."""
+        if line.problem is not None:
+            self.store.finish_line(record.id, line.number, line.custom_id, False,
+                                   error_line(line.number, line.custom_id, line.problem))
+            return None
+        assert line.body is not None
+        try:
+            return self.executor.prepare(record.tenant, record.endpoint, line.body)
+        except MinimillError as exc:
+            status, body = self.executor.error(exc)
+            problem = LineProblem(exc.code or "invalid_request", f"line {line.number}: {exc.message}", exc.param)
+            self.store.finish_line(record.id, line.number, line.custom_id, False,
+                                   error_line(line.number, line.custom_id, problem, status, body))
+            return None
+
+    # ---- running --------------------------------------------------------------------------------
+    async def _run_lines(self, record: BatchRecord, prepared: list[_Prepared] | None) -> None:
+        """Run the lines without a row yet, grouped by shared prefix, `concurrency` at a time."""
+        done = await asyncio.to_thread(self.store.done_lines, record.id)
+        if prepared is None:  # resumed (after a restart): read and prepare what is left
+            lines, _ = await asyncio.to_thread(self._read, record)
+            todo = [line for line in lines if line.number not in done]
+            prepared = await asyncio.to_thread(lambda: [(line, self._prepare(record, line)) for line in todo])
+        runnable = {line.number: (line, p) for line, p in prepared if p is not None and line.number not in done}
+        groups = group_lines([GroupedLine(n, p.model, p.prompts[0] if len(p.prompts) == 1 else ())
+                              for n, (_, p) in runnable.items()], self.limits.min_group_prefix)
+        queue: asyncio.Queue[tuple[int, _GroupRun]] = asyncio.Queue()
+        runs = [_GroupRun(group.model, group.prefix, remaining=len(group.lines)) for group in groups]
+        for group, run in zip(groups, runs, strict=True):
+            for number in group.lines:
+                queue.put_nowait((number, run))
+        active = self._active
+        assert active is not None
+
+        async def worker() -> None:
+            while not queue.empty() and not active.cancelled and record.expires_at > self._now():
+                number, run = queue.get_nowait()
+                line, line_prepared = runnable[number]
+                try:
+                    reuse = await self._group_prefix(record, run) if run.prefix else None
+                    await self._run_line(record, line, line_prepared, reuse)
+                except Exception as exc:  # a bug must cost one line (a 500 in the error file), not the batch
+                    log.exception("batch %s: line %d failed", record.id, number)
+                    await asyncio.to_thread(self._failed, record, line, exc)
+                finally:
+                    run.remaining -= 1
+                    if run.remaining == 0:
+                        self._release(run)
+
+        # A few more workers than batch slots, so a line is always waiting when one finishes.
+        concurrency = max((engine.batch_slots for engine in self.engines.values()), default=1) + 2
+        active.workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(runnable)))]
+        try:
+            await asyncio.gather(*active.workers, return_exceptions=True)
+        finally:
+            for run in runs:
+                self._release(run)
+
+    def _release(self, run: _GroupRun) -> None:
+        """Unpin a group's prefix (or stop its prefill) once its lines are done or the batch stops."""
+        if run.ready is None:
+            return
+        if not run.ready.done():
+            run.ready.cancel()
+        elif not run.ready.cancelled() and run.ready.exception() is None and (named := run.ready.result()):
+            self.engines[run.model].forget(named.name)
+        run.ready = None
+
+    def _failed(self, record: BatchRecord, line: InputLine, exc: Exception) -> None:
+        problem = LineProblem("server_error", f"line {line.number}: the server had an error ({type(exc).__name__})")
+        body = {"error": {"message": problem.message, "type": "server_error", "param": None, "code": None}}
+        self.store.finish_line(record.id, line.number, line.custom_id, False,
+                               error_line(line.number, line.custom_id, problem, 500, body))
+
+    async def _group_prefix(self, record: BatchRecord, run: _GroupRun) -> NamedKV | None:
+        """The group's prefix, prefilled once (by the first of its lines to start) and pinned."""
+        if run.ready is None:
+            run.ready = asyncio.ensure_future(self._prefill(record, run))
+        return await asyncio.shield(run.ready)
+
+    async def _prefill(self, record: BatchRecord, run: _GroupRun) -> NamedKV | None:
+        """Compute a group's shared prefix and pin its KV for the batch's lifetime; billed as batch input."""
+        tag = secrets.token_hex(6)
+        named = NamedKV(f"batch:{record.id}:{tag}", record.tenant, record.expires_at, tokens=run.prefix)
+        request = GenerationRequest(request_id=f"{record.id}-prefix-{tag}", prompt_tokens=run.prefix,
+                                    params=SamplingParams(max_tokens=1, temperature=0.0), tenant=record.tenant,
+                                    keep=named, priority="batch")
+        usage = await self._retrying(lambda: self._generate(self.engines[run.model], request))
+        if usage is None:
+            return None
+        billed = Usage(usage.prompt_tokens, 0, usage.cached_tokens)
+        cost = self.meter.price(run.model, billed, batch=True)
+        entry = LedgerEntry(id=f"{record.id}:prefix:{tag}", tenant=record.tenant, model=run.model,
+                            kind="batch.prefix", cost=cost, prompt_tokens=billed.prompt_tokens,
+                            cached_tokens=billed.cached_tokens)
+        await self._retrying(lambda: asyncio.to_thread(self.meter.ledger.record, entry))
+        return named
+
+    @staticmethod
+    async def _generate(engine: Engine, request: GenerationRequest) -> Usage | None:
+        usage = None
+        async for item in engine.generate(request):
+            if isinstance(item, Usage):
+                usage = item
+        return usage
+
+    async def _retrying(self, attempt: Callable[[], Any]) -> Any:
+        """Run `attempt` until it does not fail for a passing reason (queue full, engine restarting,
+        ledger down); batch lines are never lost to those, they wait."""
+        while True:
+            try:
+                return await attempt()
+            except (CapacityExceeded, EngineUnavailable, LedgerUnavailable) as exc:
+                log.debug("batch: retrying after %s", type(exc).__name__)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _run_line(self, record: BatchRecord, line: InputLine, prepared: PreparedLine,
+                        reuse: NamedKV | None) -> None:
+        request_id = f"{record.id}-{line.number}"
+
+        async def attempt() -> LineResult:
+            result = await self.executor.execute(record.tenant, prepared, request_id, reuse)
+            if result.status_code in (429, 503):
+                raise EngineUnavailable("transient")  # run it again: a passing condition, not the line's fault
+            return result
+
+        result: LineResult = await self._retrying(attempt)
+        if result.status_code != 200 or result.usage is None:
+            error = result.body.get("error", {})
+            problem = LineProblem(error.get("code") or "request_failed",
+                                  f"line {line.number}: {error.get('message', 'failed')}", error.get("param"))
+            payload = error_line(line.number, line.custom_id, problem, result.status_code, result.body)
+            await self._retrying(lambda: asyncio.to_thread(self.store.finish_line, record.id, line.number,
+                                                           line.custom_id, False, payload))
+            return
+        usage = result.usage
+        cost = self.meter.price(prepared.model, usage, billed_cached=result.billed_cached, batch=True)
+        result.body["usage"]["cost"] = cost.as_dict()
+        cached = usage.cached_tokens if result.billed_cached is None else result.billed_cached
+        entry = LedgerEntry(id=f"{record.id}:{line.number}", tenant=record.tenant, model=prepared.model,
+                            kind=f"batch.{result.body.get('object', 'line')}", cost=cost,
+                            prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
+                            completion_tokens=usage.completion_tokens)
+        payload = {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": line.custom_id,
+                   "response": {"status_code": 200, "request_id": result.request_id, "body": result.body},
+                   "error": None}
+        await self._retrying(lambda: asyncio.to_thread(self.store.finish_line, record.id, line.number,
+                                                       line.custom_id, True, payload, entry))
+
+    # ---- finishing ------------------------------------------------------------------------------
+    def _finalize(self, record: BatchRecord) -> None:
+        """Lines left over (cancelled or expired) get error rows; the output and error files are written."""
+        expired = record.status != "cancelling" and record.expires_at <= self._now()
+        lines, _ = self._read(record)
+        done = self.store.done_lines(record.id)
+        left = [line for line in lines if line.number not in done]
+        if record.status == "in_progress" and left and not expired:
+            return  # interrupted (the server is stopping): resumed on the next pass
+        final = "cancelled" if record.status == "cancelling" else "expired" if expired else "completed"
+        code, why = {"cancelled": ("batch_cancelled", "the batch was cancelled before this request ran"),
+                     "expired": ("batch_expired", "the batch expired before this request ran")}.get(final, ("", ""))
+        for line in left:
+            self.store.finish_line(record.id, line.number, line.custom_id, False,
+                                   error_line(line.number, line.custom_id, LineProblem(code, why)))
+        if final == "completed":
+            self.store.move(record.id, "finalizing", only_from=("in_progress", "finalizing"))
+        outputs = {}
+        for ok, kind in ((True, "output"), (False, "error")):
+            rows = self.store.results(record.id, ok)
+            if rows:
+                data = ("\n".join(rows) + "\n").encode()
+                outputs[f"{kind}_file_id"] = self.files.put(record.tenant, "batch_output",
+                                                            f"{record.id}_{kind}.jsonl", data,
+                                                            file_id=f"file-{record.id}-{kind}").id
+        self.store.move(record.id, final, only_from=("in_progress", "finalizing", "cancelling"),  # type: ignore[arg-type]
+                        total=max(record.total, len(lines)), **outputs)

@@ -1,0 +1,223 @@
+"""Batch state in the ledger database: the batches, and one row per finished line.
+
+A line's row (its output or error, as the JSONL line it becomes) is written in the same transaction
+as its bill, under the primary key (batch, line): after a crash a line is either done and billed or
+not done at all, and it can never be done twice. A restarted server resumes every unfinished batch
+from these rows.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from minimill.billing.ledger import Ledger, LedgerEntry
+from minimill.billing.prices import Cost
+from minimill.errors import InvalidRequest, NotFound
+
+BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
+                      "cancelled"]
+UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
+TIMESTAMPS = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+              "cancelled_at")
+
+metadata = MetaData()
+batches = Table(
+    "batches", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("metadata", Text, nullable=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    *(Column(name, Float, nullable=True) for name in TIMESTAMPS),
+    Column("total", Integer, nullable=False, default=0),
+    Column("output_file_id", String(64), nullable=True),
+    Column("error_file_id", String(64), nullable=True),
+    Column("errors", Text, nullable=True),
+)
+lines = Table(
+    "batch_lines", metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(512), nullable=True),
+    Column("ok", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A batch as stored: what to run, its status and timestamps, and where its results are."""
+
+    id: str
+    tenant: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    metadata: dict[str, str] | None
+    status: BatchStatus
+    created_at: float
+    expires_at: float
+    times: dict[str, float | None] = field(default_factory=dict)
+    total: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[dict[str, object]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTotals:
+    """What a batch has done so far: lines finished and failed, tokens and cost (from the ledger)."""
+
+    completed: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Cost = field(default_factory=Cost)
+
+
+def _record(row: Any) -> BatchRecord:
+    r = row._mapping
+    return BatchRecord(id=r["id"], tenant=r["tenant"], endpoint=r["endpoint"], input_file_id=r["input_file_id"],
+                       completion_window=r["completion_window"],
+                       metadata=json.loads(r["metadata"]) if r["metadata"] else None, status=r["status"],
+                       created_at=r["created_at"], expires_at=r["expires_at"],
+                       times={name: r[name] for name in TIMESTAMPS}, total=r["total"],
+                       output_file_id=r["output_file_id"], error_file_id=r["error_file_id"],
+                       errors=json.loads(r["errors"]) if r["errors"] else None)
+
+
+class BatchStore:
+    """Batches and their finished lines, in the ledger's database. One per runtime."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        metadata.create_all(ledger.engine)
+
+    def create(self, *, tenant: str, endpoint: str, input_file_id: str, completion_window: str,
+               window_seconds: float, meta: dict[str, str] | None) -> BatchRecord:
+        """A new batch, validating."""
+        now = time.time()
+        record = BatchRecord(id=f"batch_{secrets.token_hex(12)}", tenant=tenant, endpoint=endpoint,
+                             input_file_id=input_file_id, completion_window=completion_window, metadata=meta,
+                             status="validating", created_at=now, expires_at=now + window_seconds)
+        with self.ledger.transaction() as conn:
+            conn.execute(insert(batches).values(
+                id=record.id, tenant=tenant, endpoint=endpoint, input_file_id=input_file_id,
+                completion_window=completion_window, metadata=json.dumps(meta) if meta else None,
+                status="validating", created_at=now, expires_at=record.expires_at, total=0))
+        return record
+
+    def get(self, batch_id: str, tenant: str | None = None) -> BatchRecord:
+        """A batch (the tenant's own, if `tenant` is given); NotFound otherwise."""
+        query = select(batches).where(batches.c.id == batch_id)
+        if tenant is not None:
+            query = query.where(batches.c.tenant == tenant)
+        with self.ledger.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"No batch with id '{batch_id}' exists", param="batch_id", code="batch_not_found")
+        return _record(row)
+
+    def page(self, tenant: str, *, limit: int = 20, after: str | None = None) -> list[BatchRecord]:
+        """The tenant's batches, newest first; `after` is the last id of the previous page."""
+        query = select(batches).where(batches.c.tenant == tenant).order_by(batches.c.created_at.desc(),
+                                                                           batches.c.id.desc())
+        with self.ledger.engine.connect() as conn:
+            records = [_record(row) for row in conn.execute(query)]
+        if after is not None:
+            ids = [r.id for r in records]
+            records = records[ids.index(after) + 1:] if after in ids else []
+        return records[:limit]
+
+    def unfinished(self) -> list[BatchRecord]:
+        """Every tenant's batches that still have work, oldest first (what a started server resumes)."""
+        query = select(batches).where(batches.c.status.in_(UNFINISHED)).order_by(batches.c.created_at)
+        with self.ledger.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def move(self, batch_id: str, status: BatchStatus, *, only_from: tuple[str, ...] = UNFINISHED,
+             **values: object) -> bool:
+        """Set a batch's status (and its timestamp, and any other columns) if it is in `only_from`."""
+        stamp = f"{status}_at"
+        if stamp in TIMESTAMPS:
+            values.setdefault(stamp, time.time())
+        if "errors" in values:
+            values["errors"] = json.dumps(values["errors"])
+        with self.ledger.transaction() as conn:
+            done = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status.in_(only_from))
+                                .values(status=status, **values))
+        return done.rowcount == 1
+
+    def cancel(self, tenant: str, batch_id: str) -> BatchRecord:
+        """Ask a running batch to stop: status cancelling (the runner finishes the job)."""
+        record = self.get(batch_id, tenant)
+        if record.status in ("cancelling", "cancelled"):
+            return record
+        if not self.move(batch_id, "cancelling", only_from=("validating", "in_progress")):
+            raise InvalidRequest(f"Cannot cancel a batch with status '{self.get(batch_id).status}'.",
+                                 param="batch_id", code="batch_not_cancellable")
+        return self.get(batch_id)
+
+    # ---- lines ------------------------------------------------------------------------------
+    def done_lines(self, batch_id: str) -> set[int]:
+        """Numbers of the lines that have a row (output or error)."""
+        with self.ledger.engine.connect() as conn:
+            return set(conn.scalars(select(lines.c.line).where(lines.c.batch_id == batch_id)))
+
+    def finish_line(self, batch_id: str, line: int, custom_id: str | None, ok: bool, payload: dict[str, object],
+                    bill: LedgerEntry | None = None) -> bool:
+        """Record a line's result and its bill in one transaction; False (nothing written) if it was done."""
+        with self.ledger.transaction() as conn:
+            exists = conn.execute(select(lines.c.line).where(lines.c.batch_id == batch_id, lines.c.line == line))
+            if exists.first() is not None:
+                return False
+            if bill is not None:
+                self.ledger.insert_entry(conn, bill)
+            conn.execute(insert(lines).values(batch_id=batch_id, line=line, custom_id=custom_id, ok=ok,
+                                              payload=json.dumps(payload, ensure_ascii=False),
+                                              created_at=time.time()))
+        return True
+
+    def results(self, batch_id: str, ok: bool) -> list[str]:
+        """The JSONL lines of the output (`ok`) or error file, in input order."""
+        query = select(lines.c.payload).where(lines.c.batch_id == batch_id, lines.c.ok.is_(ok)).order_by(lines.c.line)
+        with self.ledger.engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def totals(self, record: BatchRecord) -> BatchTotals:
+        """Lines finished and failed so far, and the tokens and cost billed under the batch's id."""
+        query = select(lines.c.ok, func.count()).where(lines.c.batch_id == record.id).group_by(lines.c.ok)
+        with self.ledger.engine.connect() as conn:
+            counts = {bool(ok): n for ok, n in conn.execute(query)}
+        entries = self.ledger.entries(record.tenant, id_prefix=f"{record.id}:")
+        cost = sum((e.cost for e in entries), Cost())
+        return BatchTotals(completed=counts.get(True, 0), failed=counts.get(False, 0),
+                           prompt_tokens=sum(e.prompt_tokens for e in entries),
+                           cached_tokens=sum(e.cached_tokens for e in entries),
+                           completion_tokens=sum(e.completion_tokens for e in entries),
+                           cost=cost)
