@@ -2,13 +2,13 @@
 
     python -m bench.run_issue5 --rows 256
 
-One `minimill serve` (the same for every phase). Phases, in order:
-1. idle: online TTFT probes with nothing else running (a W1 row, and a short unrelated chat);
-2. online: the rows through /v1/chat/completions, 8 concurrent (the W1 client), rows/s;
-3. batch: the same rows as one batch; rows/s from submission to completion; prompt tokens computed
-   (engine counters) against the prefix computed once per group;
-4. batch + probes: the batch again while the same online probes run, one after another: TTFT during
-   the batch over idle TTFT.
+Three `minimill serve` processes with the same command, one after the other (fresh, so that no phase
+inherits another's KV), each phase its own tenant:
+1. online: the rows through /v1/chat/completions, 8 concurrent (the W1 client), rows/s;
+2. batch: the same rows as one batch; rows/s from submission to completion; prompt tokens computed
+   (engine counters), the group prefix computed once;
+3. probes: online TTFT probes (a W1 row, a short unrelated chat, alternately, one after another) idle,
+   then while the batch runs again: TTFT during the batch over idle TTFT.
 Writes bench/results/issue5-w5.json and prints a Markdown table.
 """
 
@@ -95,33 +95,58 @@ async def run_batch(api: AsyncOpenAI, url: str, prefix: str, rows: list[str], ta
             "batch": batch.model_dump()}
 
 
-async def w5(url: str, rows_count: int, probes: int) -> Report:
-    """All four phases on one server."""
-    api = client.api_client(url)
-    prefix, rows = rows_and_prefix(rows_count)
-    await client.stream_chat(api, MODEL, messages(prefix, rows[0]), 2)  # warm up (and retain the prefix)
-    idle = await probe_ttfts(api, prefix, rows, probes)
+TENANTS = ("online", "batch", "probe")  # API keys: no prefix reuse between the batch and the probes
 
-    async def online_row(row: str) -> client.Sample:
+
+async def probed_batch(url: str, rows: list[str], prefix: str, probes: int) -> Report:
+    """Idle probes, then the batch with the same probes running beside it (tenant `probe`)."""
+    prober = client.api_client(url, "probe")
+    await client.stream_chat(prober, MODEL, messages(prefix, rows[0]), 2)  # warm up (and retain the prefix)
+    idle = await probe_ttfts(prober, prefix, rows, probes)
+    stop = asyncio.Event()
+    probing = asyncio.create_task(probe_ttfts(prober, prefix, rows, 10 ** 6, stop))
+    batch = await run_batch(client.api_client(url, "batch"), url, prefix, rows, "w5-probed")
+    stop.set()
+    return {"idle": idle, "during": await probing, "batch": batch}
+
+
+async def online_rows(url: str, rows: list[str], prefix: str) -> Report:
+    """The rows online, 8 concurrent; rows/s and prompt tokens computed."""
+    api = client.api_client(url, "online")
+
+    async def one(row: str) -> client.Sample:
         sample, _ = await client.stream_chat(api, MODEL, messages(prefix, row), MAX_TOKENS)
         return sample
 
     before = counters(url)
-    samples, online_seconds = await client.run_concurrent(rows, 8, online_row)
+    samples, seconds = await client.run_concurrent(rows, 8, one)
     after = counters(url)
-    online_computed = (after["minimill_prompt_tokens_total"] - before["minimill_prompt_tokens_total"]
-                       - (after["minimill_prefix_cached_tokens_total"] - before["minimill_prefix_cached_tokens_total"]))
-    batch = await run_batch(api, url, prefix, rows, "w5")
-    stop = asyncio.Event()
-    probing = asyncio.create_task(probe_ttfts(api, prefix, rows, 10 ** 6, stop))
-    with_probes = await run_batch(api, url, prefix, rows, "w5-probed")
-    stop.set()
-    during = await probing
-    prompt_tokens = [s.prompt_tokens for s in samples]
-    return {"rows": len(rows), "probes_idle": idle, "probes_during_batch": during,
-            "online": {"seconds": online_seconds, "rows_per_s": len(rows) / online_seconds,
-                       "computed_prompt_tokens": online_computed, "prompt_tokens": sum(prompt_tokens)},
-            "batch": batch, "batch_with_probes": with_probes}
+    computed = (after["minimill_prompt_tokens_total"] - before["minimill_prompt_tokens_total"]
+                - (after["minimill_prefix_cached_tokens_total"] - before["minimill_prefix_cached_tokens_total"]))
+    return {"seconds": seconds, "rows_per_s": len(rows) / seconds, "computed_prompt_tokens": computed,
+            "prompt_tokens": sum(s.prompt_tokens for s in samples),
+            "completion_tokens": sum(s.completion_tokens for s in samples)}
+
+
+def w5(args: argparse.Namespace) -> Report:
+    """Three fresh servers with the same command, one after the other: online rows; the batch alone;
+    idle probes then the batch with probes. Fresh, so that no phase inherits another's KV."""
+    prefix, rows = rows_and_prefix(args.rows)
+
+    def on_fresh_server(work):  # type: ignore[no-untyped-def]
+        data_dir = tempfile.mkdtemp(prefix="minimill-bench-")
+        port = peers.free_port()
+        keys = [arg for tenant in TENANTS for arg in ("--api-key", tenant)]
+        command = peers.minimill_command(port, args.threads, ["--data-dir", data_dir, *keys,
+                                                              *args.serve_args.split()])
+        with peers.running(command, port) as url:
+            return asyncio.run(work(url))
+
+    online = on_fresh_server(lambda url: online_rows(url, rows, prefix))
+    batch = on_fresh_server(lambda url: run_batch(client.api_client(url, "batch"), url, prefix, rows, "w5"))
+    probed = on_fresh_server(lambda url: probed_batch(url, rows, prefix, args.probes))
+    return {"rows": len(rows), "online": online, "batch": batch, "probes_idle": probed["idle"],
+            "probes_during_batch": probed["during"], "batch_with_probes": probed["batch"]}
 
 
 def table(r: Report) -> str:
@@ -143,8 +168,8 @@ def table(r: Report) -> str:
             lines.append(f"| {kind} (n={len(idle)}/{len(during)}) | {statistics.mean(idle):.3f} | "
                          f"{statistics.mean(during):.3f} | {statistics.mean(during) / statistics.mean(idle):.2f}x |")
     lines.append("")
-    lines.append(f"Group prefix tokens billed as computed by the batch: {prefix_rows} "
-                 f"(cached tokens over all lines: {usage['input_tokens_details']['cached_tokens']}); "
+    lines.append(f"Group prefix tokens (prefilled once per group, billed as batch input): {prefix_rows}; "
+                 f"cached tokens over all lines: {usage['input_tokens_details']['cached_tokens']}; "
                  f"batch with probes running: {r['batch_with_probes']['rows_per_s']:.3f} rows/s.")
     return "\n".join(lines)
 
@@ -155,13 +180,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "issue5-w5.json")
+    parser.add_argument("--serve-args", default="", help="extra `minimill serve` flags, e.g. '--batch-step-tokens 32'")
     args = parser.parse_args()
-    data_dir = tempfile.mkdtemp(prefix="minimill-bench-")
-    port = peers.free_port()
-    command = peers.minimill_command(port, args.threads, ["--data-dir", data_dir])
-    with peers.running(command, port) as url:
-        report = asyncio.run(w5(url, args.rows, args.probes))
+    report = w5(args)
     report["table"] = table(report)
+    report["serve_args"] = args.serve_args
     report["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
                          "threads": args.threads, "date": time.strftime("%Y-%m-%d")}
     args.out.write_text(json.dumps(report, indent=2, default=str))

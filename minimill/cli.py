@@ -50,9 +50,12 @@ def serve(
     session_ttl: Annotated[float | None, typer.Option(
         "--session-ttl", help="Seconds a chat session's KV is kept by default [15].")] = None,
     max_session_ttl: Annotated[float | None, typer.Option(help="Longest session TTL a request may ask [3600].")] = None,
-    batch_step_tokens: Annotated[int | None, typer.Option(help="Batch API tokens per engine step [64].")] = None,
+    batch_step_tokens: Annotated[int | None, typer.Option(
+        help="Batch API tokens per engine step while online requests are about [8].")] = None,
+    batch_idle_step_tokens: Annotated[int | None, typer.Option(
+        help="Batch API tokens per engine step when no online request was seen for 2 s [128].")] = None,
     batch_max_seqs: Annotated[int | None, typer.Option(
-        help="Batch API sequences at once [3/4 of --max-seqs]; the rest is kept for online requests.")] = None,
+        help="Batch API sequences at once [1/8 of --max-seqs]; the rest is kept for online requests.")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
 ) -> None:
     """Load the model(s) and serve the OpenAI-compatible API."""
@@ -70,7 +73,7 @@ def serve(
                               data_dir=data_dir, ledger_url=ledger_url, ram_tier_bytes=ram_tier_bytes,
                               disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,
                               max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
-                              batch_max_seqs=batch_max_seqs)
+                              batch_idle_step_tokens=batch_idle_step_tokens, batch_max_seqs=batch_max_seqs)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     runtime = Runtime.build(config)

@@ -34,9 +34,12 @@ class EngineConfig:
     # Pinned KV (prompt caches, sessions) that leaves the live context goes to RAM, then to disk.
     ram_tier_bytes: int = 2 << 30
     disk_tier_bytes: int = 32 << 30
-    # Batch API work runs in what online requests leave: at most this many tokens a step (so an online
-    # request arriving mid-step waits for a short step only) and this many sequences (None: 3/4 of max_seqs).
-    batch_step_tokens: int = 64
+    # Batch API work runs in what online requests leave: at most `batch_step_tokens` a step while online
+    # requests are about (one arriving mid-step waits for a short step only), `batch_idle_step_tokens` when
+    # none has been seen for 2 s, and `batch_max_seqs` sequences (None: an eighth of max_seqs). Few batch
+    # sequences keep the used KV small, and attention in a unified KV spans every used cell.
+    batch_step_tokens: int = 8
+    batch_idle_step_tokens: int = 128
     batch_max_seqs: int | None = None
 
     def __post_init__(self) -> None:
@@ -50,8 +53,8 @@ class EngineConfig:
             raise ValueError("retain_cells must be >= 0")
         if self.max_queue < 1:
             raise ValueError("max_queue must be at least 1")
-        if self.batch_step_tokens < 1:
-            raise ValueError("batch_step_tokens must be at least 1")
+        if not 1 <= self.batch_step_tokens <= self.batch_idle_step_tokens:
+            raise ValueError("batch_step_tokens must be at least 1 and at most batch_idle_step_tokens")
         if self.batch_max_seqs is not None and not 1 <= self.batch_max_seqs <= self.max_seqs:
             raise ValueError("batch_max_seqs must be between 1 and max_seqs")
 
@@ -138,6 +141,7 @@ class EnvSettings(BaseSettings):
     ram_tier_bytes: int | None = None
     disk_tier_bytes: int | None = None
     batch_step_tokens: int | None = None
+    batch_idle_step_tokens: int | None = None
     batch_max_seqs: int | None = None
     default_cache_ttl: float | None = None
     max_cache_ttl: float | None = None

@@ -110,6 +110,7 @@ class Engine:
                                                    step_tokens=config.step_tokens,
                                                    retain_cells=config.retain_cells,
                                                    batch_step_tokens=config.batch_step_tokens,
+                                                   batch_idle_step_tokens=config.batch_idle_step_tokens,
                                                    batch_max_seqs=config.batch_max_seqs))
         self.runner = Runner(self.ctx)
         self.template = ChatTemplate.for_model(

@@ -7,7 +7,8 @@ mirrors llama.cpp's unified cache, so the plan never asks for cells that are not
 run out, retained prefixes are evicted (LRU) and then the newest running sequence is preempted: its
 KV is swapped out to host memory and swapped back in when there is room.
 Batch sequences (Batch API lines) yield to online ones: they get no tokens in a step where an
-online request waits or prefills, at most `batch_step_tokens` a step otherwise, at most
+online request waits or prefills, at most `batch_step_tokens` a step while online requests are
+about (`batch_idle_step_tokens` once none has been seen for a while), at most
 `batch_max_seqs` slots, are the first preempted when an online request needs room, and are not
 retained once finished (their group's prefix is pinned instead).
 Pinned prefixes (prompt caches, chat sessions) are retained under a name until they expire; their
@@ -32,6 +33,8 @@ from minimill.kv.radix import RadixIndex
 # at least this many more reusable tokens than it can copy now: waiting costs a step or two,
 # recomputing costs every shared token again.
 MIN_WAIT_GAIN = 1
+# Batch steps stay short until no online request has been seen for this long.
+ONLINE_QUIET_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +45,14 @@ class SchedulerLimits:
     max_seqs: int
     step_tokens: int
     retain_cells: int = 4096
-    batch_step_tokens: int = 64
-    batch_max_seqs: int | None = None  # None: three quarters of max_seqs
+    batch_step_tokens: int = 8
+    batch_idle_step_tokens: int = 128
+    batch_max_seqs: int | None = None  # None: an eighth of max_seqs
 
     @property
     def batch_seqs(self) -> int:
         """How many sequences batch work may run at once."""
-        return self.batch_max_seqs if self.batch_max_seqs is not None else max(1, self.max_seqs * 3 // 4)
+        return self.batch_max_seqs if self.batch_max_seqs is not None else max(1, self.max_seqs // 8)
 
 
 @dataclass(slots=True)
@@ -92,6 +96,7 @@ class Scheduler:
         self._swap_in: list[Swap] = []
         self._loads: list[Load] = []
         self.pins: dict[str, int] = {}  # pinned name -> retained slot holding it
+        self._online_seen = float("-inf")  # when an online sequence was last waiting or running
 
     # ---- queue operations -------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -169,9 +174,7 @@ class Scheduler:
         """Plan one step. Mutates queues, cells and index as if the plan succeeds."""
         self._expire_pins()
         budget = self.limits.step_tokens
-        # Batch work yields: nothing while an online request waits or prefills (its first token is not
-        # held up by batch tokens in its step), and short steps otherwise (one arriving mid-step waits little).
-        batch_budget = 0 if self._online_pending() else self.limits.batch_step_tokens
+        batch_budget = self._batch_budget()
         items: list[PlanItem] = []
         copies: list[PrefixCopy] = []
         self._make_room(self._decoders(batch_budget, budget)[1], protect=())
@@ -205,9 +208,19 @@ class Scheduler:
         assert budget >= 0 and len({item.key for item in items}) == len(items)
         return plan
 
-    def _online_pending(self) -> bool:
-        """An online request is waiting for admission or in prefill: batch work pauses this step."""
-        return any(not s.batch for s in self.waiting) or any(not s.batch and s.in_prefill for s in self.running)
+    def _batch_budget(self) -> int:
+        """Tokens batch work may take this step. None while an online request waits or prefills (its first
+        token is not held up by batch tokens in its step); short steps while online requests are about (one
+        arriving mid-step waits little); longer ones once none has been seen for `ONLINE_QUIET_SECONDS`."""
+        now = self._now()
+        online_waiting = any(not s.batch for s in self.waiting)
+        if online_waiting or any(not s.batch for s in self.running):
+            self._online_seen = now
+        if online_waiting or any(not s.batch and s.in_prefill for s in self.running):
+            return 0
+        if now - self._online_seen < ONLINE_QUIET_SECONDS:
+            return self.limits.batch_step_tokens
+        return max(self.limits.batch_step_tokens, self.limits.batch_idle_step_tokens)
 
     def _decoders(self, batch_budget: int, budget: int) -> tuple[list[Sequence], int]:
         """The running sequences that decode this step (online all, batch within its budget), and how many."""

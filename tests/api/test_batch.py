@@ -13,9 +13,11 @@ from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import update
 
 from minimill.api.auth import tenant_of
 from minimill.batch.grouping import common_length
+from minimill.batch.store import batches
 from minimill.billing.prices import MILLION, money
 from tests.api.conftest import Server, serve
 
@@ -235,3 +237,17 @@ def test_cli_submit_writes_the_answers_and_status_reads_them(batch_server: Serve
     status = subprocess.run([sys.executable, "-m", "minimill.cli", "batch", "status", batch_id, *env],
                             capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": ""})
     assert status.returncode == 0 and "completed" in status.stdout and batch_id in status.stdout
+
+
+def test_a_batch_past_its_window_expires_and_its_unrun_lines_say_so(batch_server: Server) -> None:
+    alice = batch_server.client("alice")
+    lines = [chat_line(f"e-{n}", instructions("expiry"), f"row {n}", max_tokens=48, ignore_eos=True)
+             for n in range(12)]
+    created = submit(alice, jsonl(lines))
+    with batch_server.runtime.batches.ledger.transaction() as conn:  # as if its 24 hours had passed
+        conn.execute(update(batches).where(batches.c.id == created.id).values(expires_at=time.time() - 1))
+    done = wait(alice, created.id, until=("expired",), timeout=60)
+    counts = done.request_counts
+    assert done.expired_at is not None and counts.total == 12 and counts.completed + counts.failed == 12
+    errors = lines_of(alice, done.error_file_id)
+    assert len(errors) == counts.failed > 0 and {e["error"]["code"] for e in errors} == {"batch_expired"}

@@ -193,21 +193,29 @@ def batch_seq(tokens: list[int], max_tokens: int = 4) -> Sequence:
 
 
 def test_batch_steps_are_short_and_pause_while_an_online_request_prefills() -> None:
-    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=8, step_tokens=128, batch_step_tokens=32))
-    line = batch_seq(list(range(100)), max_tokens=50)
+    now = [100.0]
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=8, step_tokens=128, batch_step_tokens=16,
+                                  batch_idle_step_tokens=48), clock=lambda: now[0])
+    line = batch_seq(list(range(300)), max_tokens=50)
     s.add(line)
-    assert [len(i.tokens) for i in step(s).items] == [32]  # chunks of batch_step_tokens, not of step_tokens
-    online = seq(list(range(500, 700)), max_tokens=2)
+    assert [len(i.tokens) for i in step(s).items] == [48]  # no online request seen: the idle chunk
+    online = seq(list(range(500, 700)), max_tokens=3)
     s.add(online)
     for _ in range(2):  # 200 online prompt tokens in two steps of 128 + 72: the batch line gets nothing
         assert {i.key for i in step(s).items} == {online.key}
-    plan = step(s)  # online decodes now; the batch line resumes within its budget
-    assert {i.key: len(i.tokens) for i in plan.items} == {online.key: 1, line.key: 32}
+    plan = step(s)  # online decodes now; the batch line resumes within the short budget
+    assert {i.key: len(i.tokens) for i in plan.items} == {online.key: 1, line.key: 16}
+    step(s)
+    assert online.num_generated == 3 and not any(not x.batch for x in s.running)
+    now[0] += 1.0  # online gone for less than the quiet period: still short steps
+    assert [len(i.tokens) for i in step(s).items] == [16]
+    now[0] += 1.5
+    assert [len(i.tokens) for i in step(s).items] == [48]
 
 
 def test_online_is_admitted_before_waiting_batch_lines_which_keep_their_share_of_slots() -> None:
     s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=256, batch_step_tokens=256,
-                                  batch_max_seqs=2))
+                                  batch_idle_step_tokens=256, batch_max_seqs=2))
     lines = [batch_seq([1000 + 10 * k + t for t in range(10)], max_tokens=20) for k in range(3)]
     for line in lines:
         s.add(line)
@@ -221,7 +229,7 @@ def test_online_is_admitted_before_waiting_batch_lines_which_keep_their_share_of
 
 def test_online_request_preempts_a_batch_line_for_a_slot_and_the_line_resumes() -> None:
     s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=2, step_tokens=64, batch_step_tokens=64,
-                                  batch_max_seqs=2))
+                                  batch_idle_step_tokens=64, batch_max_seqs=2))
     lines = [batch_seq([1000 + 10 * k + t for t in range(10)], max_tokens=6) for k in range(2)]
     for line in lines:
         s.add(line)
@@ -240,7 +248,8 @@ def test_online_request_preempts_a_batch_line_for_a_slot_and_the_line_resumes() 
 
 
 def test_online_request_does_not_wait_on_a_batch_prefill_of_its_prefix() -> None:
-    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=64, batch_step_tokens=16))
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=64, batch_step_tokens=16,
+                                  batch_idle_step_tokens=16))
     prefix = list(range(80))
     line = batch_seq(prefix + [900], max_tokens=2)
     s.add(line)
