@@ -33,6 +33,8 @@ class Metrics:
         self.ttft = Histogram("minimill_time_to_first_token_seconds", "Submit to first token",
                               model, buckets=TTFT_BUCKETS, registry=r)
         self.preemptions = Counter("minimill_preemptions", "Running sequences preempted", model, registry=r)
+        self.aborted_steps = Counter("minimill_batch_steps_interrupted",
+                                     "Steps of batch work cut short by an online request", model, registry=r)
         self.evictions = Counter("minimill_prefix_evictions", "Retained prefixes evicted", model, registry=r)
         tier = ["model", "tier"]
         # Tier figures are monotonic totals kept by the tier store; exported as gauges set from them.

@@ -26,7 +26,7 @@ from minimill.engine.llama import (
 )
 from minimill.engine.output import TextStream
 from minimill.engine.plan import SampledToken
-from minimill.engine.runner import ChoiceSampler, Runner
+from minimill.engine.runner import ChoiceSampler, Runner, StepAborted
 from minimill.engine.scheduler import Scheduler, SchedulerCounters, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
@@ -126,6 +126,7 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._live: dict[int, _Request] = {}  # seq key -> request, loop thread only
+        self._interruptible = False  # the decode in progress holds batch work only
         self._waiting = 0
         self._healthy = True
         self._rate_window: list[tuple[float, int]] = []
@@ -266,6 +267,8 @@ class Engine:
             return  # nothing runs any more: there is nothing to abort
         self._inbox.put((kind, state))
         self._wake.set()
+        if kind == "add" and state.request.priority == "online" and self._interruptible:
+            self.ctx.abort()
 
     # ---- the step loop (engine thread) ---------------------------------------------------------
     def _run(self) -> None:
@@ -332,7 +335,18 @@ class Engine:
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()
-        result = self.runner.execute(plan)
+        # A step of batch work only may be cut short by an online request (`_submit`): it then waits for
+        # nothing but its own step. The batch tokens are planned again.
+        self._interruptible = bool(plan.items) and all(self._live[i.key].request.priority == "batch"
+                                                       for i in plan.items if i.key in self._live)
+        try:
+            result = self.runner.execute(plan)
+        except StepAborted:
+            self.scheduler.rollback(plan)
+            self._metrics.aborted_steps.labels(self.name).inc()
+            return
+        finally:
+            self._interruptible = False
         advanced = self.scheduler.update(plan, result)
         by_key = {sampled.key: sampled for sampled in result.sampled}
         for seq in advanced:

@@ -265,6 +265,14 @@ class LlamaContext:
         self._ctx = ctx
         self._memory = lc.llama_get_memory(ctx)
         self.n_ctx: int = lc.llama_n_ctx(ctx)
+        # An interruptible decode: ggml asks the abort callback between graph nodes. A Python callback
+        # would take the GIL a thousand times a step, so the callback is libc's strlen on a 2-byte flag:
+        # nonzero (abort) exactly when the flag's first byte is set, with no Python involved.
+        self._abort_flag = ctypes.create_string_buffer(2)
+        strlen = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+        assert strlen is not None
+        self._abort_callback = lc.ggml_abort_callback(strlen)
+        lc.llama_set_abort_callback(ctx, self._abort_callback, ctypes.cast(self._abort_flag, ctypes.c_void_p))
 
     @property
     def native(self) -> lc.llama_context_p:
@@ -272,8 +280,14 @@ class LlamaContext:
         return self._ctx
 
     def decode(self, batch: TokenBatch) -> int:
-        """Run one forward pass; 0 = ok, 1 = no KV slot, other = error (llama.cpp's codes)."""
+        """Run one forward pass; 0 = ok, 1 = no KV slot, 2 = aborted (`abort` was called; the batch's
+        positions are removed from the KV again), other = error (llama.cpp's codes)."""
+        self._abort_flag[0] = b"\x00"
         return int(lc.llama_decode(self._ctx, batch.native))
+
+    def abort(self) -> None:
+        """Ask the decode in progress (from any thread) to stop; it returns 2."""
+        self._abort_flag[0] = b"\x01"
 
     def logits(self, index: int) -> np.ndarray:
         """Logits of batch row `index` as a float32 view [n_vocab]; valid until the next decode."""

@@ -10,9 +10,15 @@ from minimill.engine.llama import LlamaContext, SamplerChain, TokenBatch
 from minimill.engine.plan import SampledToken, StepPlan, StepResult
 from minimill.engine.types import TokenLogprob, TopLogprob
 
+ABORTED = 2  # llama_decode's return code for an interrupted decode
+
 
 class DecodeFailed(RuntimeError):
     """llama_decode returned an error; the KV state of the batch is unknown."""
+
+
+class StepAborted(RuntimeError):
+    """The decode was interrupted (`LlamaContext.abort`); llama.cpp removed the step's positions again."""
 
 
 @dataclass(slots=True)
@@ -75,6 +81,8 @@ class Runner:
                 rows.append((item.key, row))
         if self.batch.size:
             code = self.ctx.decode(self.batch)
+            if code == ABORTED:
+                raise StepAborted(f"decode of {plan.num_tokens} tokens interrupted")
             if code != 0:
                 raise DecodeFailed(f"llama_decode returned {code} for {plan.num_tokens} tokens")
         return StepResult(sampled=tuple(self._sample(key, row) for key, row in rows))

@@ -439,6 +439,12 @@ class Scheduler:
         self.free_slots.append(slot)
 
     # ---- outcome ------------------------------------------------------------------------------
+    def rollback(self, plan: StepPlan) -> None:
+        """The plan's decode was interrupted: its tokens have no KV (llama.cpp removed them), so the
+        cells they took are returned and they are planned again. Frees, copies, swaps and loads stand."""
+        for item in plan.items:
+            self.cells.truncate(item.slot, item.start)
+
     def update(self, plan: StepPlan, result: StepResult) -> list[Sequence]:
         """Record computed tokens and sampled ones; returns the sequences that got a new token."""
         by_key = {s.key: s for s in self.running}

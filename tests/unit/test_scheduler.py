@@ -259,3 +259,15 @@ def test_online_request_does_not_wait_on_a_batch_prefill_of_its_prefix() -> None
     plan = step(s)
     assert online.status is SeqStatus.RUNNING and {i.key for i in plan.items} == {online.key}
     assert plan.copies[0].length == 16  # it copies what the line has computed, then prefills the rest
+
+
+def test_rollback_returns_the_cells_of_an_interrupted_step_and_plans_it_again() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=32, batch_idle_step_tokens=32))
+    line = batch_seq(list(range(50)), max_tokens=2)
+    s.add(line)
+    plan = s.schedule()
+    assert s.cells.used == 32
+    s.rollback(plan)  # the decode was cut short: no update
+    assert s.cells.used == 0 and line.num_computed == 0
+    again = s.schedule()
+    assert [(i.start, len(i.tokens)) for i in again.items] == [(0, 32)] and s.cells.used == 32
