@@ -1,6 +1,7 @@
 """Issue 5 benchmark W5: the W1 rows as one Batch API batch vs the same rows online, same server, same run.
 
-    python -m bench.run_issue5 --rows 256
+    python -m bench.run_issue5 --rows 256                     # all phases once
+    python -m bench.run_issue5 --rows 256 --repeat 3 --out bench/results/issue5-w5-pairs.json
 
 Three `minimill serve` processes with the same command, one after the other (fresh, so that no phase
 inherits another's KV), each phase its own tenant:
@@ -22,6 +23,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -128,25 +130,44 @@ async def online_rows(url: str, rows: list[str], prefix: str) -> Report:
             "completion_tokens": sum(s.completion_tokens for s in samples)}
 
 
+def _fresh(args: argparse.Namespace, work: Callable[[str], Coroutine[Any, Any, Report]]) -> Report:
+    """`work(url)` on a fresh `minimill serve` (its own data dir), stopped afterwards."""
+    data_dir = tempfile.mkdtemp(prefix="minimill-bench-")
+    port = peers.free_port()
+    keys = [arg for tenant in TENANTS for arg in ("--api-key", tenant)]
+    command = peers.minimill_command(port, args.threads, ["--data-dir", data_dir, *keys, *args.serve_args.split()])
+    with peers.running(command, port) as url:
+        return asyncio.run(work(url))
+
+
 def w5(args: argparse.Namespace) -> Report:
     """Three fresh servers with the same command, one after the other: online rows; the batch alone;
     idle probes then the batch with probes. Fresh, so that no phase inherits another's KV."""
     prefix, rows = rows_and_prefix(args.rows)
 
-    def on_fresh_server(work):  # type: ignore[no-untyped-def]
-        data_dir = tempfile.mkdtemp(prefix="minimill-bench-")
-        port = peers.free_port()
-        keys = [arg for tenant in TENANTS for arg in ("--api-key", tenant)]
-        command = peers.minimill_command(port, args.threads, ["--data-dir", data_dir, *keys,
-                                                              *args.serve_args.split()])
-        with peers.running(command, port) as url:
-            return asyncio.run(work(url))
-
-    online = on_fresh_server(lambda url: online_rows(url, rows, prefix))
-    batch = on_fresh_server(lambda url: run_batch(client.api_client(url, "batch"), url, prefix, rows, "w5"))
-    probed = on_fresh_server(lambda url: probed_batch(url, rows, prefix, args.probes))
+    online = _fresh(args, lambda url: online_rows(url, rows, prefix))
+    batch = _fresh(args, lambda url: run_batch(client.api_client(url, "batch"), url, prefix, rows, "w5"))
+    probed = _fresh(args, lambda url: probed_batch(url, rows, prefix, args.probes))
     return {"rows": len(rows), "online": online, "batch": batch, "probes_idle": probed["idle"],
             "probes_during_batch": probed["during"], "batch_with_probes": probed["batch"]}
+
+
+def throughput_pairs(args: argparse.Namespace) -> Report:
+    """Online then batch, each on a fresh server, `--repeat` times: per-pair rows/s ratios, whose median
+    is less at the mercy of a noisy machine than one pair."""
+    prefix, rows = rows_and_prefix(args.rows)
+    pairs = []
+    for _ in range(args.repeat):
+        online = _fresh(args, lambda url: online_rows(url, rows, prefix))
+        batch = _fresh(args, lambda url: run_batch(client.api_client(url, "batch"), url, prefix, rows, "w5"))
+        pairs.append({"online_rows_per_s": online["rows_per_s"], "batch_rows_per_s": batch["rows_per_s"],
+                      "ratio": batch["rows_per_s"] / online["rows_per_s"]})
+    ratios = [pair["ratio"] for pair in pairs]
+    lines = ["| pair | online rows/s | batch rows/s | batch / online |", "|---|---|---|---|",
+             *(f"| {n + 1} | {p['online_rows_per_s']:.3f} | {p['batch_rows_per_s']:.3f} | {p['ratio']:.2f}x |"
+               for n, p in enumerate(pairs)),
+             f"| median | | | **{statistics.median(ratios):.2f}x** |"]
+    return {"rows": len(rows), "pairs": pairs, "table": "\n".join(lines)}
 
 
 def table(r: Report) -> str:
@@ -181,9 +202,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "issue5-w5.json")
     parser.add_argument("--serve-args", default="", help="extra `minimill serve` flags, e.g. '--batch-step-tokens 32'")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="> 1: only online vs batch throughput, in this many fresh pairs (median ratio)")
     args = parser.parse_args()
-    report = w5(args)
-    report["table"] = table(report)
+    if args.repeat > 1:
+        report = throughput_pairs(args)
+    else:
+        report = w5(args)
+        report["table"] = table(report)
     report["serve_args"] = args.serve_args
     report["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
                          "threads": args.threads, "date": time.strftime("%Y-%m-%d")}

@@ -140,6 +140,7 @@ class BatchRunner:
             self._wake.clear()
 
     async def _process(self, record: BatchRecord) -> None:
+        record = await asyncio.to_thread(self.store.get, record.id)  # it may have changed while it queued
         prepared = None
         if record.status == "validating":
             record, prepared = await asyncio.to_thread(self._validate, record)

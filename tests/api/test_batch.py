@@ -206,6 +206,8 @@ def test_cancel_stops_new_lines_promptly_and_keeps_finished_ones(batch_server: S
         assert time.monotonic() < deadline
         time.sleep(0.1)
         running = alice.batches.retrieve(created.id)
+    with pytest.raises(openai.BadRequestError, match="has not finished"):
+        alice.files.delete(created.input_file_id)
     asked = time.monotonic()
     cancelling = alice.batches.cancel(created.id)
     assert cancelling.status in ("cancelling", "cancelled")
@@ -241,13 +243,18 @@ def test_cli_submit_writes_the_answers_and_status_reads_them(batch_server: Serve
 
 def test_a_batch_past_its_window_expires_and_its_unrun_lines_say_so(batch_server: Server) -> None:
     alice = batch_server.client("alice")
-    lines = [chat_line(f"e-{n}", instructions("expiry"), f"row {n}", max_tokens=48, ignore_eos=True)
-             for n in range(12)]
-    created = submit(alice, jsonl(lines))
+    system = instructions("expiry")
+    # Batches run one at a time: while this one runs, the next one waits in the queue.
+    blocker = submit(alice, jsonl([chat_line(f"b-{n}", system, f"row {n}", max_tokens=64, ignore_eos=True)
+                                   for n in range(40)]))
+    created = submit(alice, jsonl([chat_line(f"e-{n}", system, f"row {n}") for n in range(12)]))
     with batch_server.runtime.batches.ledger.transaction() as conn:  # as if its 24 hours had passed
         conn.execute(update(batches).where(batches.c.id == created.id).values(expires_at=time.time() - 1))
+    alice.batches.cancel(blocker.id)
     done = wait(alice, created.id, until=("expired",), timeout=60)
     counts = done.request_counts
-    assert done.expired_at is not None and counts.total == 12 and counts.completed + counts.failed == 12
+    assert done.expired_at is not None and (counts.total, counts.completed, counts.failed) == (12, 0, 12)
     errors = lines_of(alice, done.error_file_id)
-    assert len(errors) == counts.failed > 0 and {e["error"]["code"] for e in errors} == {"batch_expired"}
+    assert [e["custom_id"] for e in errors] == [f"e-{n}" for n in range(12)]
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"} and done.output_file_id is None
+    assert wait(alice, blocker.id).status == "cancelled"

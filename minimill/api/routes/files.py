@@ -61,5 +61,11 @@ async def file_content(file_id: str, runtime: RuntimeDep, tenant: TenantDep) -> 
 
 @router.delete("/v1/files/{file_id}")
 async def delete_file(file_id: str, runtime: RuntimeDep, tenant: TenantDep) -> FileDeleted:
-    """Delete one of the tenant's files."""
+    """Delete one of the tenant's files; not the input of a batch that has not finished (it is read again
+    when the batch resumes after a restart)."""
+    runtime.files.get(tenant, file_id)
+    using = [b.id for b in runtime.batches.unfinished() if b.tenant == tenant and b.input_file_id == file_id]
+    if using:
+        raise InvalidRequest(f"file {file_id} is the input of batch {using[0]}, which has not finished; "
+                             "cancel it or wait for it first", param="file_id", code="file_in_use")
     return FileDeleted(id=runtime.files.delete(tenant, file_id).id)
