@@ -49,12 +49,14 @@ def messages(prefix: str, row: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": prefix}, {"role": "user", "content": row}]
 
 
-def counters(url: str) -> dict[str, float]:
-    """The engine's prompt and cached token counters."""
+def computed_prompt_tokens(url: str) -> float:
+    """Prompt tokens the engine has computed so far: admitted minus reused from a prefix."""
     text = httpx.get(url.removesuffix("/v1") + "/metrics").text
-    wanted = ("minimill_prompt_tokens_total", "minimill_prefix_cached_tokens_total")
-    return {name: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
-            for name in wanted}
+
+    def total(name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    return total("minimill_prompt_tokens_total") - total("minimill_prefix_cached_tokens_total")
 
 
 async def probe_ttfts(api: AsyncOpenAI, prefix: str, rows: list[str], count: int, stop: asyncio.Event | None = None,
@@ -80,7 +82,7 @@ async def run_batch(api: AsyncOpenAI, url: str, prefix: str, rows: list[str], ta
               "body": {"model": MODEL, "messages": messages(prefix, row), "max_tokens": MAX_TOKENS, "temperature": 0}}
              for n, row in enumerate(rows)]
     data = "\n".join(json.dumps(line) for line in lines).encode()
-    before = counters(url)
+    before = computed_prompt_tokens(url)
     start = time.perf_counter()
     uploaded = await api.files.create(file=(f"{tag}.jsonl", io.BytesIO(data)), purpose="batch")
     batch = await api.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
@@ -89,10 +91,8 @@ async def run_batch(api: AsyncOpenAI, url: str, prefix: str, rows: list[str], ta
         await asyncio.sleep(0.25)
         batch = await api.batches.retrieve(batch.id)
     seconds = time.perf_counter() - start
-    after = counters(url)
     assert batch.status == "completed" and batch.request_counts.failed == 0, batch
-    computed = (after["minimill_prompt_tokens_total"] - before["minimill_prompt_tokens_total"]
-                - (after["minimill_prefix_cached_tokens_total"] - before["minimill_prefix_cached_tokens_total"]))
+    computed = computed_prompt_tokens(url) - before
     return {"seconds": seconds, "rows_per_s": len(rows) / seconds, "computed_prompt_tokens": computed,
             "batch": batch.model_dump()}
 
@@ -120,11 +120,9 @@ async def online_rows(url: str, rows: list[str], prefix: str) -> Report:
         sample, _ = await client.stream_chat(api, MODEL, messages(prefix, row), MAX_TOKENS)
         return sample
 
-    before = counters(url)
+    before = computed_prompt_tokens(url)
     samples, seconds = await client.run_concurrent(rows, 8, one)
-    after = counters(url)
-    computed = (after["minimill_prompt_tokens_total"] - before["minimill_prompt_tokens_total"]
-                - (after["minimill_prefix_cached_tokens_total"] - before["minimill_prefix_cached_tokens_total"]))
+    computed = computed_prompt_tokens(url) - before
     return {"seconds": seconds, "rows_per_s": len(rows) / seconds, "computed_prompt_tokens": computed,
             "prompt_tokens": sum(s.prompt_tokens for s in samples),
             "completion_tokens": sum(s.completion_tokens for s in samples)}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -113,13 +114,23 @@ batch_app = typer.Typer(help="Batch API: submit a JSONL file of requests, follow
                         no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
 BaseUrlOpt = Annotated[str, typer.Option(envvar="MINIMILL_BASE_URL", help="The server's API root.")]
+BASE_URL = "http://127.0.0.1:8000/v1"
 KeyOpt = Annotated[str | None, typer.Option(envvar="MINIMILL_API_KEY", help="API key, if the server wants one.")]
 
 
-def _batch_client(base_url: str, api_key: str | None) -> BatchClient:
-    from minimill.batch.client import BatchClient
+@contextmanager
+def _batch_client(base_url: str, api_key: str | None) -> Iterator[BatchClient]:
+    """A client of the server's Batch API; a refusal is printed and exits with status 2."""
+    from minimill.batch.client import BatchClient, BatchClientError
 
-    return BatchClient(base_url, api_key)
+    client = BatchClient(base_url, api_key)
+    try:
+        yield client
+    except BatchClientError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        client.close()
 
 
 def _show(batch: dict[str, object]) -> None:
@@ -138,7 +149,7 @@ def _show(batch: dict[str, object]) -> None:
 @batch_app.command("submit")
 def batch_submit(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL: one request per line.")],
-    base_url: BaseUrlOpt = "http://127.0.0.1:8000/v1",
+    base_url: BaseUrlOpt = BASE_URL,
     api_key: KeyOpt = None,
     endpoint: Annotated[str | None, typer.Option(help="/v1/chat/completions or /v1/completions [first line's url].")]
     = None,
@@ -147,10 +158,7 @@ def batch_submit(
     wait: Annotated[bool, typer.Option(help="Follow the batch to its end and download its files.")] = True,
 ) -> None:
     """Upload FILE, start a batch on it, show progress until it ends, and write its output file."""
-    from minimill.batch.client import BatchClientError
-
-    client = _batch_client(base_url, api_key)
-    try:
+    with _batch_client(base_url, api_key) as client:
         batch = client.submit(path, endpoint, window)
         console.print(f"batch [bold]{batch['id']}[/bold] created ({batch['status']})")
         if not wait:
@@ -172,38 +180,22 @@ def batch_submit(
         if batch.get("error_file_id"):
             errors = target.with_name(target.name.replace(".output", "").removesuffix(".jsonl") + ".errors.jsonl")
             console.print(f"errors: {client.download(batch['error_file_id'], errors)}")
-    except BatchClientError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        client.close()
     if batch["status"] != "completed":
         raise typer.Exit(1)
 
 
 @batch_app.command("status")
-def batch_status(batch_id: str, base_url: BaseUrlOpt = "http://127.0.0.1:8000/v1", api_key: KeyOpt = None) -> None:
+def batch_status(batch_id: str, base_url: BaseUrlOpt = BASE_URL, api_key: KeyOpt = None) -> None:
     """Show a batch: status, counts, cost, files."""
-    _batch_command(base_url, api_key, lambda client: client.get(batch_id))
+    with _batch_client(base_url, api_key) as client:
+        _show(client.get(batch_id))
 
 
 @batch_app.command("cancel")
-def batch_cancel(batch_id: str, base_url: BaseUrlOpt = "http://127.0.0.1:8000/v1", api_key: KeyOpt = None) -> None:
+def batch_cancel(batch_id: str, base_url: BaseUrlOpt = BASE_URL, api_key: KeyOpt = None) -> None:
     """Cancel a batch: finished lines are kept, the rest go to its error file."""
-    _batch_command(base_url, api_key, lambda client: client.cancel(batch_id))
-
-
-def _batch_command(base_url: str, api_key: str | None, action: Callable[[BatchClient], dict[str, object]]) -> None:
-    from minimill.batch.client import BatchClientError
-
-    client = _batch_client(base_url, api_key)
-    try:
-        _show(action(client))
-    except BatchClientError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        client.close()
+    with _batch_client(base_url, api_key) as client:
+        _show(client.cancel(batch_id))
 
 
 if __name__ == "__main__":

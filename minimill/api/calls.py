@@ -82,6 +82,7 @@ class CompletionCall:
     engine: Engine
     prompts: list[list[int]]
     use: KVUse
+    params: list[SamplingParams]  # one per prompt (max_tokens depends on its length)
     echoes: list[str]
     kind: Literal["text_completion"] = "text_completion"
 
@@ -92,15 +93,10 @@ class CompletionCall:
         engine = runtime.engine_for(body.model)
         prompts = convert.completion_prompts(body, engine)
         use = kv_use(runtime, body, tenant, engine.name, prompts, sessions=sessions)
-        for prompt in prompts:
-            cls._params(body, engine, prompt)
+        params = [convert.sampling_params(body, engine, len(p), max_tokens=body.max_tokens, logprobs=body.logprobs,
+                                          grammar=None) for p in prompts]
         echoes = [engine.detokenize(p) if body.echo else "" for p in prompts]
-        return cls(body, engine, prompts, use, echoes)
-
-    @staticmethod
-    def _params(body: CompletionRequest, engine: Engine, prompt: list[int]) -> SamplingParams:
-        return convert.sampling_params(body, engine, len(prompt), max_tokens=body.max_tokens,
-                                       logprobs=body.logprobs, grammar=None)
+        return cls(body, engine, prompts, use, params, echoes)
 
     @property
     def n_choices(self) -> int:
@@ -110,9 +106,9 @@ class CompletionCall:
     def requests(self, rid: str, tenant: str, *, reuse: NamedKV | None = None,
                  priority: Priority = "online") -> list[GenerationRequest]:
         """One engine request per prompt; the session (if any) keeps the first."""
-        return [GenerationRequest(f"{rid}-{k}", tuple(p), self._params(self.body, self.engine, p), self.body.n,
-                                  tenant, self.use.reuse or reuse, self.use.keep if k == 0 else None, priority)
-                for k, p in enumerate(self.prompts)]
+        return [GenerationRequest(f"{rid}-{k}", tuple(p), params, self.body.n, tenant, self.use.reuse or reuse,
+                                  self.use.keep if k == 0 else None, priority)
+                for k, (p, params) in enumerate(zip(self.prompts, self.params, strict=True))]
 
     def response(self, rid: str, created: int, choices: list[ChoiceText], usage: UsageOut) -> Completion:
         """The whole answer, echoes included."""

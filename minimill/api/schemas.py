@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item", "FileObject", "BatchObject")
 
 
 class OpenAIRequest(BaseModel):
@@ -326,14 +327,20 @@ class FileObject(BaseModel):
     status_details: str | None = None
 
 
-class FileList(BaseModel):
-    """`GET /v1/files`: one page."""
+class Page(BaseModel, Generic[Item]):
+    """One page of a cursor-paged list (`GET /v1/files`, `GET /v1/batches`)."""
 
     object: Literal["list"] = "list"
-    data: list[FileObject]
+    data: list[Item]
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    @classmethod
+    def of(cls, items: list[Item], has_more: bool) -> Page[Item]:
+        """A page of `items`, its first and last ids the cursors."""
+        return cls(data=items, first_id=items[0].id if items else None, last_id=items[-1].id if items else None,
+                   has_more=has_more)
 
 
 class FileDeleted(BaseModel):
@@ -437,13 +444,3 @@ class BatchObject(BaseModel):
     metadata: dict[str, str] | None = None
     usage: BatchUsage
     cost: CostOut
-
-
-class BatchList(BaseModel):
-    """`GET /v1/batches`: one page."""
-
-    object: Literal["list"] = "list"
-    data: list[BatchObject]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False

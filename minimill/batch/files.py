@@ -10,15 +10,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, delete, insert, select, update
 
+from minimill.batch.paging import after_cursor
 from minimill.billing.ledger import Ledger
 from minimill.durable import write_atomically
 from minimill.errors import InvalidRequest, NotFound
 
-Purpose = Literal["batch", "batch_output"]
 UPLOAD_PURPOSES = ("batch",)
 
 metadata = MetaData()
@@ -107,11 +106,7 @@ class FileStore:
             query = query.where(files.c.purpose == purpose)
         order = (files.c.created_at.desc(), files.c.id.desc()) if newest_first else (files.c.created_at, files.c.id)
         with self.ledger.engine.connect() as conn:
-            records = [_record(row) for row in conn.execute(query.order_by(*order))]
-        if after is not None:
-            ids = [r.id for r in records]
-            records = records[ids.index(after) + 1:] if after in ids else []
-        return records[:limit]
+            return after_cursor([_record(row) for row in conn.execute(query.order_by(*order))], after, limit)
 
     def content(self, tenant: str, file_id: str) -> bytes:
         """The bytes of a file the tenant owns."""

@@ -52,22 +52,33 @@ def group_lines(lines: Sequence[GroupedLine], min_prefix: int) -> list[Group]:
         stack = [(0, len(ordered))]  # half-open runs of `ordered`; explicit stack: runs can nest deeply
         while stack:
             start, end = stack.pop()
-            members = ordered[start:end]
-            shared = min(lcp[start:end - 1], default=0)
-            shared = min(shared, min(len(line.tokens) for line in members) - 1)
-            if end - start < 2 or shared < min_prefix:
-                split = _split(lcp, start, end, min_prefix)
-                if split is None:
-                    groups.extend(Group(model, (), (line.number,)) for line in members)
-                else:
-                    stack.extend(split)
-                continue
+            shared = _shared(ordered, lcp, start, end, min_prefix)
+            whole = (end - start - 1) * shared
             split = _split(lcp, start, end, min_prefix)
-            if split is not None and _saving(ordered, lcp, split, min_prefix) > (end - start - 1) * shared:
+            # Nothing shared at this level: look deeper. Otherwise split only if the parts save more.
+            if split is not None and (whole == 0 or sum(_saving(ordered, lcp, a, b, min_prefix)
+                                                        for a, b in split) > whole):
                 stack.extend(split)
-                continue
-            groups.append(Group(model, members[0].tokens[:shared], tuple(line.number for line in members)))
+            elif shared:
+                groups.append(Group(model, ordered[start].tokens[:shared],
+                                    tuple(line.number for line in ordered[start:end])))
+            else:
+                groups.extend(Group(model, (), (line.number,)) for line in ordered[start:end])
     return groups
+
+
+def _shared(ordered: Sequence[GroupedLine], lcp: list[int], start: int, end: int, min_prefix: int) -> int:
+    """The prefix the run's lines all share (short of each one's last token); 0 if under `min_prefix` or
+    the run is a single line."""
+    if end - start < 2:
+        return 0
+    shared = min(min(lcp[start:end - 1]), min(len(line.tokens) for line in ordered[start:end]) - 1)
+    return shared if shared >= min_prefix else 0
+
+
+def _saving(ordered: Sequence[GroupedLine], lcp: list[int], start: int, end: int, min_prefix: int) -> int:
+    """Prefill tokens saved if the run became one group (k lines with prefix P save (k - 1) * P)."""
+    return (end - start - 1) * _shared(ordered, lcp, start, end, min_prefix)
 
 
 def _split(lcp: list[int], start: int, end: int, min_prefix: int) -> list[tuple[int, int]] | None:
@@ -81,13 +92,3 @@ def _split(lcp: list[int], start: int, end: int, min_prefix: int) -> list[tuple[
         return None  # every neighbour shares the same prefix: nothing finer to find
     bounds = [start, *cuts, end]
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
-
-
-def _saving(ordered: Sequence[GroupedLine], lcp: list[int], runs: list[tuple[int, int]], min_prefix: int) -> int:
-    """Prefill tokens saved if each run became one group (single lines save nothing)."""
-    total = 0
-    for start, end in runs:
-        if end - start >= 2:
-            shared = min(min(lcp[start:end - 1]), min(len(line.tokens) for line in ordered[start:end]) - 1)
-            total += (end - start - 1) * shared if shared >= min_prefix else 0
-    return total

@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
-
 
 @dataclass(frozen=True, slots=True)
 class LineProblem:

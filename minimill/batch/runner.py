@@ -21,7 +21,6 @@ from minimill.batch.files import FileStore
 from minimill.batch.grouping import GroupedLine, group_lines
 from minimill.batch.jsonl import InputLine, LineProblem, parse_input
 from minimill.batch.store import BatchRecord, BatchStore
-from minimill.billing.ledger import LedgerEntry
 from minimill.billing.meter import Meter
 from minimill.config import BatchLimits
 from minimill.engine.engine import Engine
@@ -266,11 +265,9 @@ class BatchRunner:
         usage = await self._retrying(lambda: self._generate(self.engines[run.model], request))
         if usage is None:
             return None
-        billed = Usage(usage.prompt_tokens, 0, usage.cached_tokens)
-        cost = self.meter.price(run.model, billed, batch=True)
-        entry = LedgerEntry(id=f"{record.id}:prefix:{tag}", tenant=record.tenant, model=run.model,
-                            kind="batch.prefix", cost=cost, prompt_tokens=billed.prompt_tokens,
-                            cached_tokens=billed.cached_tokens)
+        entry = self.meter.bill(request_id=f"{record.id}:prefix:{tag}", tenant=record.tenant, model=run.model,
+                                kind="batch.prefix", usage=Usage(usage.prompt_tokens, 0, usage.cached_tokens),
+                                batch=True)
         await self._retrying(lambda: asyncio.to_thread(self.meter.ledger.record, entry))
         return named
 
@@ -311,14 +308,10 @@ class BatchRunner:
             await self._retrying(lambda: asyncio.to_thread(self.store.finish_line, record.id, line.number,
                                                            line.custom_id, False, payload))
             return
-        usage = result.usage
-        cost = self.meter.price(prepared.model, usage, billed_cached=result.billed_cached, batch=True)
-        result.body["usage"]["cost"] = cost.as_dict()
-        cached = usage.cached_tokens if result.billed_cached is None else result.billed_cached
-        entry = LedgerEntry(id=f"{record.id}:{line.number}", tenant=record.tenant, model=prepared.model,
-                            kind=f"batch.{result.body.get('object', 'line')}", cost=cost,
-                            prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
-                            completion_tokens=usage.completion_tokens)
+        entry = self.meter.bill(request_id=f"{record.id}:{line.number}", tenant=record.tenant, model=prepared.model,
+                                kind=f"batch.{result.body.get('object', 'line')}", usage=result.usage,
+                                billed_cached=result.billed_cached, batch=True)
+        result.body["usage"]["cost"] = entry.cost.as_dict()
         payload = {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": line.custom_id,
                    "response": {"status_code": 200, "request_id": result.request_id, "body": result.body},
                    "error": None}

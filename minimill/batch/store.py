@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 
+from minimill.batch.paging import after_cursor
 from minimill.billing.ledger import Ledger, LedgerEntry
 from minimill.billing.prices import Cost
 from minimill.errors import InvalidRequest, NotFound
@@ -148,11 +149,7 @@ class BatchStore:
         query = select(batches).where(batches.c.tenant == tenant).order_by(batches.c.created_at.desc(),
                                                                            batches.c.id.desc())
         with self.ledger.engine.connect() as conn:
-            records = [_record(row) for row in conn.execute(query)]
-        if after is not None:
-            ids = [r.id for r in records]
-            records = records[ids.index(after) + 1:] if after in ids else []
-        return records[:limit]
+            return after_cursor([_record(row) for row in conn.execute(query)], after, limit)
 
     def unfinished(self) -> list[BatchRecord]:
         """Every tenant's batches that still have work, oldest first (what a started server resumes)."""

@@ -27,24 +27,25 @@ class Meter:
         """Bill a finished request: prompt (cached part at the cached price), output, and the
         retention of a session's KV for its TTL. `billed_cached` overrides the cached count (a named
         cache's prefix is billed as cached even when the server had to recompute it)."""
-        cost = self.price(model, usage, billed_cached=billed_cached, batch=batch)
-        cached = usage.cached_tokens if billed_cached is None else billed_cached
-        self.ledger.record(LedgerEntry(id=request_id, tenant=tenant, model=model, kind=kind, cost=cost,
-                                       prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
-                                       completion_tokens=usage.completion_tokens,
-                                       stored_token_seconds=usage.kept_tokens * Decimal(str(usage.kept_seconds))))
-        return cost
+        entry = self.bill(request_id=request_id, tenant=tenant, model=model, kind=kind, usage=usage,
+                          billed_cached=billed_cached, batch=batch)
+        self.ledger.record(entry)
+        return entry.cost
 
-    def price(self, model: str, usage: Usage, *, billed_cached: int | None = None, batch: bool = False) -> Cost:
-        """What a finished request costs (nothing is recorded): see `charge`. `batch` applies the batch
-        discount to every token class."""
+    def bill(self, *, request_id: str, tenant: str, model: str, kind: str, usage: Usage,
+             billed_cached: int | None = None, batch: bool = False) -> LedgerEntry:
+        """The ledger entry of a finished request, priced but not recorded (see `charge`): for callers that
+        record it in a transaction of their own. `batch` applies the batch discount to every token class."""
         prices = self.prices.for_model(model)
         cached = usage.cached_tokens if billed_cached is None else billed_cached
         cost = request_cost(prices, prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
                             completion_tokens=usage.completion_tokens, batch=batch)
         if usage.kept_tokens:
             cost += storage_cost(prices, tokens=usage.kept_tokens, seconds=usage.kept_seconds, kind="session")
-        return cost
+        return LedgerEntry(id=request_id, tenant=tenant, model=model, kind=kind, cost=cost,
+                           prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
+                           completion_tokens=usage.completion_tokens,
+                           stored_token_seconds=usage.kept_tokens * Decimal(str(usage.kept_seconds)))
 
     def usage(self, tenant: str) -> list[UsageRow]:
         """A tenant's totals by day and model."""

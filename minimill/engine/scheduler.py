@@ -177,10 +177,10 @@ class Scheduler:
         batch_budget = self._batch_budget()
         items: list[PlanItem] = []
         copies: list[PrefixCopy] = []
-        self._make_room(self._decoders(batch_budget, budget)[1], protect=())
-        # Decodes first (one token each, cells reserved above), then prefill chunks with what is left.
-        decoders, _ = self._decoders(batch_budget, budget)
-        for seq in decoders:
+        self._make_room(len(self._decoders(batch_budget, budget)), protect=())
+        # Decodes first (one token each, cells reserved above; making room may have preempted some),
+        # then prefill chunks with what is left.
+        for seq in self._decoders(batch_budget, budget):
             items.append(self._plan_tokens(seq, 1))
             budget -= 1
             batch_budget -= seq.batch
@@ -222,12 +222,11 @@ class Scheduler:
             return self.limits.batch_step_tokens
         return max(self.limits.batch_step_tokens, self.limits.batch_idle_step_tokens)
 
-    def _decoders(self, batch_budget: int, budget: int) -> tuple[list[Sequence], int]:
-        """The running sequences that decode this step (online all, batch within its budget), and how many."""
+    def _decoders(self, batch_budget: int, budget: int) -> list[Sequence]:
+        """The running sequences that decode this step: online all, batch within its budget."""
         online = [s for s in self.running if not s.in_prefill and not s.batch]
         batch = [s for s in self.running if not s.in_prefill and s.batch][:max(0, batch_budget)]
-        chosen = (online + batch)[:budget]
-        return chosen, len(chosen)
+        return (online + batch)[:budget]
 
     def _plan_tokens(self, seq: Sequence, count: int) -> PlanItem:
         assert seq.slot is not None

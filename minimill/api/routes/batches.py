@@ -12,11 +12,11 @@ from minimill.api.schemas import (
     BatchCreateRequest,
     BatchErrorOut,
     BatchErrors,
-    BatchList,
     BatchObject,
     BatchUsage,
     CostOut,
     InputTokensDetails,
+    Page,
     RequestCounts,
 )
 from minimill.batch.runner import BatchRunner
@@ -68,12 +68,10 @@ async def create_batch(body: BatchCreateRequest, request: Request, runtime: Runt
 
 @router.get("/v1/batches")
 async def list_batches(runtime: RuntimeDep, tenant: TenantDep, after: str | None = None,
-                       limit: Annotated[int, Query(ge=1, le=100)] = 20) -> BatchList:
+                       limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[BatchObject]:
     """The tenant's batches, newest first."""
     records = runtime.batches.page(tenant, limit=limit + 1, after=after)
-    page = [batch_object(runtime, r) for r in records[:limit]]
-    return BatchList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,
-                     has_more=len(records) > limit)
+    return Page[BatchObject].of([batch_object(runtime, r) for r in records[:limit]], has_more=len(records) > limit)
 
 
 @router.get("/v1/batches/{batch_id}")

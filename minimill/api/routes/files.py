@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.schemas import FileDeleted, FileList, FileObject
+from minimill.api.schemas import FileDeleted, FileObject, Page
 from minimill.batch.files import FileRecord
 from minimill.errors import InvalidRequest
 
@@ -38,12 +38,10 @@ async def upload_file(file: UploadFile, purpose: Annotated[str, Form()], runtime
 @router.get("/v1/files")
 async def list_files(runtime: RuntimeDep, tenant: TenantDep, purpose: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=10000)] = 10000, after: str | None = None,
-                     order: Literal["asc", "desc"] = "desc") -> FileList:
+                     order: Literal["asc", "desc"] = "desc") -> Page[FileObject]:
     """The tenant's files, newest first unless `order=asc`."""
     records = runtime.files.page(tenant, purpose=purpose, limit=limit + 1, after=after, newest_first=order == "desc")
-    page = [file_object(r) for r in records[:limit]]
-    return FileList(data=page, first_id=page[0].id if page else None, last_id=page[-1].id if page else None,
-                    has_more=len(records) > limit)
+    return Page[FileObject].of([file_object(r) for r in records[:limit]], has_more=len(records) > limit)
 
 
 @router.get("/v1/files/{file_id}")
