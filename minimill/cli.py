@@ -1,4 +1,4 @@
-"""`minimill serve | models`: the command line, built with typer."""
+"""`minimill serve | models | batch | eval`: the command line, built with typer."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def serve(
         help="Batch API tokens per engine step when no online request was seen for 2 s [128].")] = None,
     batch_max_seqs: Annotated[int | None, typer.Option(
         help="Batch API sequences at once [1/8 of --max-seqs]; the rest is kept for online requests.")] = None,
+    upstream: Annotated[list[str] | None, typer.Option(
+        help="Serve a remote OpenAI-compatible model: NAME=URL[,model=ID][,key-env=VAR][,timeout=S][,input=P]"
+             "[,cached-input=P][,output=P] (USD per 1M tokens); repeat for several.")] = None,
+    default_model: Annotated[str | None, typer.Option(
+        help="What model=\"default\" means [the scoreboard's best quality per dollar].")] = None,
+    quality_floor: Annotated[float | None, typer.Option(
+        help="Mean eval accuracy a model needs to be the default [0.2].")] = None,
+    min_confidence: Annotated[float | None, typer.Option(
+        help="model=\"auto\": escalate when an answer's mean token log-probability is below this [-1.0].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
 ) -> None:
     """Load the model(s) and serve the OpenAI-compatible API."""
@@ -74,18 +83,26 @@ def serve(
                               data_dir=data_dir, ledger_url=ledger_url, ram_tier_bytes=ram_tier_bytes,
                               disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,
                               max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
-                              batch_idle_step_tokens=batch_idle_step_tokens, batch_max_seqs=batch_max_seqs)
+                              batch_idle_step_tokens=batch_idle_step_tokens, batch_max_seqs=batch_max_seqs,
+                              upstreams=upstream, default_model=default_model, quality_floor=quality_floor,
+                              min_confidence=min_confidence)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    runtime = Runtime.build(config)
+    try:
+        runtime = Runtime.build(config)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     for engine in runtime.engines.values():
         stats = engine.stats()
         console.print(f"model [bold]{engine.name}[/bold] ({engine.model.path}); KV capacity "
                       f"{stats.kv_total} tokens ({config.engine.kv_type}), {config.engine.max_seqs} sequences, "
                       f"{engine.n_ctx} tokens per request")
     server = config.server
+    for name, up in runtime.upstreams.items():
+        console.print(f"model [bold]{name}[/bold]: upstream {up.spec.model} at {up.spec.base_url}")
+    default = runtime.router.default()
     console.print(f"minimill listening on http://{server.host}:{server.port}/v1 "
-                  f"(default model: {runtime.default_model})")
+                  f"(default model: {default.model}: {default.reason})")
     try:
         uvicorn.run(create_app(runtime), host=server.host, port=server.port, log_level=log_level.lower())
     finally:
@@ -196,6 +213,112 @@ def batch_cancel(batch_id: str, base_url: BaseUrlOpt = BASE_URL, api_key: KeyOpt
     """Cancel a batch: finished lines are kept, the rest go to its error file."""
     with _batch_client(base_url, api_key) as client:
         _show(client.cancel(batch_id))
+
+
+eval_app = typer.Typer(help="Capability evals: run suites against an endpoint, print the scoreboard.")
+app.add_typer(eval_app, name="eval")
+DataDirOpt = Annotated[Path, typer.Option(envvar="MINIMILL_DATA_DIR", help="Where results are kept (the "
+                                          "server's data dir, so it can read the scoreboard) [.data].")]
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_run(
+    context: typer.Context,
+    models: Annotated[list[str] | None, typer.Option("--models", "-m", help="Models to evaluate; repeat "
+                                                     "[every model the endpoint lists].")] = None,
+    suites: Annotated[list[str] | None, typer.Option("--suites", "-s", help="Suites to run; repeat [all].")] = None,
+    items: Annotated[int, typer.Option("--items", "-n", help="Items per suite.")] = 50,
+    seed: Annotated[int, typer.Option(help="Item split: 1 = the published scoreboard (the router is tuned on "
+                                      "it), 2 = held out.")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
+    base_url: BaseUrlOpt = BASE_URL,
+    api_key: KeyOpt = None,
+    data_dir: DataDirOpt = Path(".data"),
+) -> None:
+    """Run the suites against every model (resumable: recorded items are skipped), then print the table."""
+    import asyncio
+
+    import httpx
+
+    from minimill.evals import runner
+    from minimill.evals.results import ItemResult, ResultStore
+    from minimill.evals.suites import ALL, by_name
+
+    if context.invoked_subcommand is not None:
+        return
+    try:
+        chosen = [by_name(name) for name in suites] if suites else list(ALL)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--suites") from exc
+    endpoint = runner.Endpoint(base_url, api_key)
+    if not models:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        listed = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=30).json()["data"]
+        models = [m["id"] for m in listed if m["id"] not in ("default", "auto")]
+    store = ResultStore(data_dir / "evals" / "results")
+    total = len(models) * len(chosen) * items
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task(f"{len(models)} models x {len(chosen)} suites", total=total)
+
+        def advance(result: ItemResult | None) -> None:
+            progress.advance(task)
+
+        summary = asyncio.run(runner.run(endpoint, models, chosen, store, seed=seed, n=items,
+                                         concurrency=concurrency, on_result=advance))
+    console.print(f"answered {summary.answered}, already recorded {summary.skipped}, failed {summary.failed}")
+    for failure in summary.failures[:10]:
+        console.print(f"[red]{failure}[/red]")
+    _scoreboard_table(store, seed, [s.name for s in chosen], models)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _scoreboard_table(store: object, seed: int, suites: list[str] | None = None,
+                      models: list[str] | None = None) -> None:
+    from minimill.evals.results import ResultStore
+    from minimill.evals.scoreboard import Scoreboard
+
+    assert isinstance(store, ResultStore)
+    results = [r for r in store.all(seed=seed) if (suites is None or r.suite in suites)
+               and (models is None or r.model in models)]
+    board = Scoreboard.build(results)
+    names = sorted({name for m in board.models.values() for name in m.suites})
+    table = Table("model", "quality", "$/1k items", "s/item", *names)
+    for score in sorted(board.models.values(), key=lambda m: -m.quality):
+        table.add_row(score.model, f"{score.quality:.3f}", f"{score.cost_per_item * 1000:.4f}",
+                      f"{score.latency_s:.2f}",
+                      *(f"{s.accuracy:.2f} ±{(s.ci_high - s.ci_low) / 2:.2f}" if (s := score.suites.get(n)) else "–"
+                        for n in names))
+    console.print(table)
+
+
+@eval_app.command("report")
+def eval_report(
+    data_dir: DataDirOpt = Path(".data"),
+    out: Annotated[Path | None, typer.Option(help="Folder for scoreboard.md and scoreboard.png "
+                                             "[DATA_DIR/evals].")] = None,
+    seed: Annotated[int, typer.Option(help="Item split to report.")] = 1,
+    floor: Annotated[float, typer.Option(help="Quality floor for the default.")] = 0.2,
+) -> None:
+    """Print the scoreboard; write it as a Markdown table and a price-vs-quality plot (PNG)."""
+    from minimill.evals import report
+    from minimill.evals.results import ResultStore
+    from minimill.evals.scoreboard import Scoreboard
+
+    store = ResultStore(data_dir / "evals" / "results")
+    board = Scoreboard.build(store.all(seed=seed))
+    if not board.models:
+        console.print(f"[red]no eval results under {store.root}: run `minimill eval` first[/red]")
+        raise typer.Exit(2)
+    default = board.choose_default(sorted(board.models), floor=floor)
+    target = out or data_dir / "evals"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "scoreboard.md").write_text(report.markdown(board, default.model), encoding="utf-8")
+    report.plot(board, target / "scoreboard.png", default.model)
+    _scoreboard_table(store, seed)
+    console.print(f"default: [bold]{default.model}[/bold] ({default.reason})")
+    console.print(f"wrote {target / 'scoreboard.md'} and {target / 'scoreboard.png'}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ passed down; nothing mutates it afterwards.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KVType = Literal["f16", "bf16", "q8_0", "q4_0"]
@@ -109,6 +110,73 @@ class BatchLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """An OpenAI-compatible endpoint whose model minimill serves under `name`: another minimill or a
+    commercial API. `api_key` comes from the environment variable named in the spec and is never
+    printed (`repr=False`). Prices are USD per 1M tokens (None: the local price book's)."""
+
+    name: str
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 60.0
+    price_input: float | None = None
+    price_cached_input: float | None = None
+    price_output: float | None = None
+
+    @classmethod
+    def parse(cls, text: str, env: dict[str, str]) -> UpstreamSpec:
+        """`NAME=URL[,model=ID][,key-env=VAR][,timeout=S][,input=P][,cached-input=P][,output=P]`."""
+        head, *options = [part.strip() for part in text.split(",")]
+        name, sep, url = head.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream {text!r}: expected NAME=http(s)://HOST/v1[,option=value...]")
+        values: dict[str, Any] = {"name": name, "base_url": url.rstrip("/"), "model": name}
+        numbers = {"timeout": "timeout", "input": "price_input", "cached-input": "price_cached_input",
+                   "output": "price_output"}
+        for option in options:
+            key, sep, value = option.partition("=")
+            if not sep:
+                raise ValueError(f"upstream {name}: option {option!r} is not key=value")
+            if key == "model":
+                values["model"] = value
+            elif key == "key-env":
+                if value not in env:
+                    raise ValueError(f"upstream {name}: environment variable {value} (its API key) is not set")
+                values["api_key"] = env[value]
+            elif key in numbers:
+                values[numbers[key]] = float(value)
+            else:
+                raise ValueError(f"upstream {name}: unknown option {key!r} (model, key-env, timeout, input, "
+                                 "cached-input, output)")
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """`model: "default"` and `model: "auto"`, and the upstream models.
+
+    `default_model` overrides the scoreboard's choice; `quality_floor` is the mean eval accuracy a model
+    needs to be the default. For "auto", a model is expected to pass a task when its accuracy on that
+    task's suite is at least `good_enough` x the best model's; an answer whose mean token log-probability
+    is below `min_confidence` escalates to the next model of the cascade.
+    """
+
+    default_model: str | None = None
+    quality_floor: float = 0.2
+    good_enough: float = 0.95
+    min_confidence: float = -1.0
+    upstreams: tuple[UpstreamSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.quality_floor <= 1 or not 0 < self.good_enough <= 1:
+            raise ValueError("quality_floor must be in [0, 1] and good_enough in (0, 1]")
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names) or {"default", "auto"} & set(names):
+            raise ValueError("upstream names must be distinct and not 'default' or 'auto'")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole settings tree: which models, how each engine is sized, and the server."""
 
@@ -118,6 +186,7 @@ class Config:
     caches: CacheLimits = field(default_factory=CacheLimits)
     billing: BillingConfig = field(default_factory=BillingConfig)
     batch: BatchLimits = field(default_factory=BatchLimits)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     data_dir: Path = Path(".data")
 
 
@@ -159,13 +228,19 @@ class EnvSettings(BaseSettings):
     price_cache_storage: float | None = None
     price_session_retention: float | None = None
     price_batch_discount: float | None = None
+    default_model: str | None = None
+    quality_floor: float | None = None
+    good_enough: float | None = None
+    min_confidence: float | None = None
+    upstreams: Annotated[list[str] | None, NoDecode] = None
     data_dir: Path | None = None
 
-    @field_validator("models", "api_keys", "admin_keys", mode="before")
+    @field_validator("models", "api_keys", "admin_keys", "upstreams", mode="before")
     @classmethod
-    def _split_commas(cls, value: object) -> object:
+    def _split_commas(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            separator = ";" if info.field_name == "upstreams" else ","  # an upstream spec has commas
+            return [part.strip() for part in value.split(separator) if part.strip()]
         return value
 
 
@@ -185,6 +260,10 @@ def build_config(**overrides: object) -> Config:
                            "caches": CacheLimits(**section(CacheLimits)),
                            "billing": BillingConfig(**section(BillingConfig)),
                            "batch": BatchLimits(**section(BatchLimits))}
+    routing_values = section(RoutingConfig)
+    routing_values["upstreams"] = tuple(UpstreamSpec.parse(text, dict(os.environ))
+                                        for text in merged.get("upstreams") or ())
+    top["routing"] = RoutingConfig(**routing_values)
     if merged.get("models"):
         top["models"] = tuple(merged["models"])
     if merged.get("data_dir") is not None:

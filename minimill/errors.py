@@ -50,3 +50,11 @@ class LedgerUnavailable(MinimillError):
 
 class EngineUnavailable(MinimillError):
     """The engine failed or is shutting down; the request did not finish (HTTP 503)."""
+
+
+class UpstreamFailed(MinimillError):
+    """An upstream endpoint failed, broke off, or answered with an error that is not the caller's (HTTP 502)."""
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """An upstream endpoint did not answer in time (HTTP 504)."""

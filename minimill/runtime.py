@@ -9,31 +9,54 @@ from minimill.batch.files import FileStore
 from minimill.batch.store import BatchStore
 from minimill.billing.ledger import Ledger
 from minimill.billing.meter import Meter
-from minimill.billing.prices import CostModel, PriceBook
-from minimill.config import BillingConfig, Config
+from minimill.billing.prices import CostModel, PriceBook, Prices
+from minimill.config import BillingConfig, Config, UpstreamSpec
 from minimill.engine.engine import Engine
 from minimill.engine.llama import LlamaModel
 from minimill.errors import NotFound
+from minimill.evals.results import ResultStore
 from minimill.kv.caches import Caches
 from minimill.kv.tiers import TierLimits, TierStore
 from minimill.metrics import Metrics
 from minimill.models.catalogue import ModelSpec, resolve
 from minimill.models.fingerprint import file_digest
+from minimill.router.policy import Router
+from minimill.router.upstream import Upstream
+
+# The cost model's throughputs were measured on SmolLM2-135M; a model's compute per token (and so its
+# price) is taken to grow with its parameter count.
+REFERENCE_PARAMS = 134_515_008
 
 
-def price_book(billing: BillingConfig) -> PriceBook:
-    """Prices from the cost model, with any price the config sets explicitly."""
-    prices = CostModel(hardware_usd_per_hour=billing.hardware_usd_per_hour, margin=billing.margin).prices()
-    given = {name: Decimal(str(value)) for name in ("input", "cached_input", "output", "cache_storage",
-                                                     "session_retention", "batch_discount")
-             if (value := getattr(billing, f"price_{name}")) is not None}
-    return PriceBook(replace(prices, **given) if given else prices)
+def price_book(billing: BillingConfig, params: dict[str, int] | None = None,
+               upstreams: tuple[UpstreamSpec, ...] = ()) -> PriceBook:
+    """Prices from the cost model (a local model's scaled by its parameter count, `params`), with any price
+    the config sets explicitly; an upstream's from its spec."""
+    model = CostModel(hardware_usd_per_hour=billing.hardware_usd_per_hour, margin=billing.margin)
+
+    def scaled(n_params: int) -> CostModel:
+        factor = REFERENCE_PARAMS / n_params
+        return replace(model, prefill_tokens_per_second=model.prefill_tokens_per_second * factor,
+                       decode_tokens_per_second=model.decode_tokens_per_second * factor)
+
+    def configured(prices: Prices, source: object) -> Prices:
+        given = {name: Decimal(str(value)) for name in ("input", "cached_input", "output", "cache_storage",
+                                                         "session_retention", "batch_discount")
+                 if (value := getattr(source, f"price_{name}", None)) is not None}
+        return replace(prices, **given) if given else prices
+
+    default = configured(model.prices(), billing)
+    overrides = {name: configured(scaled(n).prices(), billing) for name, n in (params or {}).items()}
+    for spec in upstreams:
+        overrides[spec.name] = configured(default, spec)
+    return PriceBook(default, overrides)
 
 
 @dataclass(slots=True)
 class Runtime:
-    """The served models (first = default), their metrics, the meter and ledger, the prompt caches,
-    the stored files and batches, and the config they were built from."""
+    """The served models (local engines and upstream endpoints), the router that picks among them, their
+    metrics, the meter and ledger, the prompt caches, the stored files and batches, and the config they
+    were built from."""
 
     config: Config
     engines: dict[str, Engine]
@@ -43,6 +66,8 @@ class Runtime:
     caches: Caches
     files: FileStore
     batches: BatchStore
+    upstreams: dict[str, Upstream]
+    router: Router
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -58,25 +83,51 @@ class Runtime:
                 engines[spec.id] = Engine(spec.id, LlamaModel(spec.path), config.engine, metrics,
                                           _tiers(config, spec))
                 specs[spec.id] = spec
+            upstreams = {spec.name: Upstream(spec) for spec in config.routing.upstreams}
+            _check_names(config, [*engines], [*upstreams])
         except Exception:
             for engine in engines.values():
                 engine.close()
             ledger.close()
             raise
-        meter = Meter(ledger, price_book(config.billing))
+        prices = price_book(config.billing, {name: e.model.n_params for name, e in engines.items()},
+                            config.routing.upstreams)
+        meter = Meter(ledger, prices)
+
+        def list_price(model: str) -> float:
+            book = prices.for_model(model)
+            return float(book.input + book.output)
+
+        router = Router(ResultStore(config.data_dir / "evals" / "results"), config.routing,
+                        [*engines, *upstreams], list_price)
         return cls(config=config, engines=engines, specs=specs, metrics=metrics, meter=meter,
                    caches=Caches(engines, meter, config.caches),
                    files=FileStore(ledger, config.data_dir / "files", config.batch.max_file_bytes),
-                   batches=BatchStore(ledger))
+                   batches=BatchStore(ledger), upstreams=upstreams, router=router)
 
     @property
     def default_model(self) -> str:
-        """The id served when a client asks for the first configured model."""
-        return next(iter(self.engines))
+        """The id `model: "default"` resolves to: the scoreboard's best value (see Router.default)."""
+        return self.router.default().model
+
+    @property
+    def model_ids(self) -> list[str]:
+        """Every served model id: local engines first, then upstreams."""
+        return [*self.engines, *self.upstreams]
+
+    def resolve(self, model: str) -> str:
+        """A requested model id with `default` resolved; NotFound for an id that is not served ("auto" is
+        returned as is: the router picks per request)."""
+        if model == "default":
+            return self.default_model
+        if model == "auto" or model in self.engines or model in self.upstreams:
+            return model
+        raise NotFound(f"The model '{model}' does not exist or is not served here (served: "
+                       f"{', '.join([*self.model_ids, 'default', 'auto'])})", param="model", code="model_not_found")
 
     def engine_for(self, model: str) -> Engine:
-        """The engine serving `model`; NotFound for an id that is not served."""
-        engine = self.engines.get(model)
+        """The local engine serving `model` ("default" resolved); NotFound for an id no local engine serves."""
+        engine = self.engines.get(self.resolve(model) if model == "default" else model)
         if engine is None:
             served = ", ".join(self.engines)
             raise NotFound(f"The model '{model}' does not exist or is not served here (served: {served})",
@@ -89,6 +140,16 @@ class Runtime:
             engine.close()
             engine.model.close()
         self.meter.ledger.close()
+
+
+def _check_names(config: Config, local: list[str], upstream: list[str]) -> None:
+    """Upstream names must not hide local models; a configured default must be served."""
+    clash = set(local) & set(upstream)
+    if clash:
+        raise ValueError(f"upstream names clash with local models: {', '.join(sorted(clash))}")
+    override = config.routing.default_model
+    if override is not None and override not in [*local, *upstream]:
+        raise ValueError(f"the default model {override!r} is not served (served: {', '.join([*local, *upstream])})")
 
 
 def _tiers(config: Config, spec: ModelSpec) -> TierStore:

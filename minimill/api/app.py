@@ -32,6 +32,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            for upstream in runtime.upstreams.values():
+                await upstream.close()
 
     app = FastAPI(title="minimill", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime

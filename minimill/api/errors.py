@@ -20,6 +20,8 @@ from minimill.errors import (
     NotFound,
     PermissionDenied,
     Unauthorized,
+    UpstreamFailed,
+    UpstreamTimeout,
 )
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ STATUS: dict[type[MinimillError], tuple[int, str]] = {
     CapacityExceeded: (429, "rate_limit_exceeded"),
     EngineUnavailable: (503, "server_error"),
     LedgerUnavailable: (503, "server_error"),
+    UpstreamTimeout: (504, "server_error"),  # before UpstreamFailed: the first match wins
+    UpstreamFailed: (502, "server_error"),
 }
 
 

@@ -124,6 +124,15 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
+    # OpenAI's: up to 16 string pairs. minimill's router reads `task`, `grader` and `min_confidence`.
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _at_most_sixteen_pairs(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        if metadata is not None and len(metadata) > 16:
+            raise ValueError("metadata may hold at most 16 key-value pairs")
+        return metadata
 
 
 class CompletionRequest(SamplingFields):
@@ -248,9 +257,12 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "minimill"
-    context_length: int
+    context_length: int | None
     description: str
     default: bool
+    # minimill: USD per 1M tokens, and the model's eval scores (None until it has been evaluated)
+    prices: dict[str, float] | None = None
+    scores: dict[str, Any] | None = None
 
 
 class ModelList(BaseModel):

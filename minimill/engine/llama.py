@@ -70,6 +70,7 @@ class LlamaModel:
         self._vocab = lc.llama_model_get_vocab(model)
         self.n_vocab: int = lc.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train: int = lc.llama_model_n_ctx_train(model)
+        self.n_params: int = lc.llama_model_n_params(model)
         self.add_bos: bool = bool(lc.llama_vocab_get_add_bos(self._vocab))
         self.bos: int = lc.llama_vocab_bos(self._vocab)
         self.eos: int = lc.llama_vocab_eos(self._vocab)

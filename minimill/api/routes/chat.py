@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from minimill.api import convert
+from minimill.api import convert, proxy
 from minimill.api.calls import ChatCall
 from minimill.api.charging import charged
 from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.generation import gather, start, unless_disconnected
+from minimill.api.routing import auto_chat
 from minimill.api.schemas import ChatCompletion, ChatCompletionRequest
 from minimill.api.sse import stream_response
 from minimill.engine.types import ChoiceDelta
@@ -21,10 +23,17 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep,
-                           tenant: TenantDep) -> ChatCompletion | Response:
-    """Chat completion, streamed or whole."""
-    call = ChatCall.prepare(body, runtime, tenant)
+                           tenant: TenantDep) -> ChatCompletion | Response | dict[str, Any]:
+    """Chat completion, streamed or whole, by a local model, an upstream one, or the router ("auto")."""
+    model = runtime.resolve(body.model)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if model == "auto":
+        routed = await unless_disconnected(request, lambda: auto_chat(body, runtime, tenant))
+        return Response(status_code=499) if routed is None else routed
+    if model in runtime.upstreams:
+        return await proxy.forward(runtime.upstreams[model], "/chat/completions", body, request, runtime, rid=rid,
+                                   tenant=tenant, kind="chat.completion")
+    call = ChatCall.prepare(body.model_copy(update={"model": model}), runtime, tenant)
     stream = charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
                      model=call.engine.name, kind=call.kind, use=call.use, prompts=1)
     head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": call.engine.name}

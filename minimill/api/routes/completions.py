@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from minimill.api import convert
+from minimill.api import convert, proxy
 from minimill.api.calls import CompletionCall
 from minimill.api.charging import charged
 from minimill.api.deps import RuntimeDep, TenantDep
@@ -15,16 +16,24 @@ from minimill.api.generation import gather, start, unless_disconnected
 from minimill.api.schemas import Completion, CompletionRequest
 from minimill.api.sse import stream_response
 from minimill.engine.types import ChoiceDelta
+from minimill.errors import InvalidRequest
 
 router = APIRouter()
 
 
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep,
-                      tenant: TenantDep) -> Completion | Response:
-    """Text completion of one or several prompts, streamed or whole."""
-    call = CompletionCall.prepare(body, runtime, tenant)
+                      tenant: TenantDep) -> Completion | Response | dict[str, Any]:
+    """Text completion of one or several prompts, streamed or whole, by a local or an upstream model."""
+    model = runtime.resolve(body.model)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    if model == "auto":
+        raise InvalidRequest("model 'auto' routes chat completions only: name a model for /v1/completions",
+                             param="model", code="model_not_supported")
+    if model in runtime.upstreams:
+        return await proxy.forward(runtime.upstreams[model], "/completions", body, request, runtime, rid=rid,
+                                   tenant=tenant, kind="text_completion")
+    call = CompletionCall.prepare(body.model_copy(update={"model": model}), runtime, tenant)
     stream = charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
                      model=call.engine.name, kind=call.kind, use=call.use, prompts=len(call.prompts))
     head = {"id": rid, "object": "text_completion", "created": created, "model": call.engine.name}

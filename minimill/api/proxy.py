@@ -1,0 +1,92 @@
+"""Requests for an upstream model: forwarded as sent (with the upstream's model id), answered under our
+model name, and billed here from the upstream's reported usage at the upstream's price-book entry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+
+from minimill.api.convert import usage_out
+from minimill.api.errors import describe
+from minimill.api.generation import unless_disconnected
+from minimill.api.schemas import SamplingFields
+from minimill.api.sse import event
+from minimill.engine.types import Usage
+from minimill.errors import MinimillError
+from minimill.router.upstream import Upstream
+from minimill.runtime import Runtime
+
+
+def _usage(raw: Any) -> Usage:
+    raw = raw if isinstance(raw, dict) else {}
+    details = raw.get("prompt_tokens_details") or {}
+    return Usage(prompt_tokens=int(raw.get("prompt_tokens") or 0),
+                 completion_tokens=int(raw.get("completion_tokens") or 0),
+                 cached_tokens=int(details.get("cached_tokens") or 0))
+
+
+async def _bill(runtime: Runtime, upstream: Upstream, *, rid: str, tenant: str, kind: str,
+                usage: Usage) -> dict[str, Any]:
+    cost = await asyncio.to_thread(runtime.meter.charge, request_id=rid, tenant=tenant, model=upstream.name,
+                                   kind=kind, usage=usage)
+    return usage_out(usage, cost.as_dict()).model_dump()
+
+
+async def answer(upstream: Upstream, path: str, body: dict[str, Any], runtime: Runtime, *, rid: str, tenant: str,
+                 kind: str) -> dict[str, Any]:
+    """A whole answer from the upstream, renamed and billed (its `usage.cost` is what we charged)."""
+    reply = await upstream.post(path, {**body, "stream": False})
+    billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=_usage(reply.get("usage")))
+    reply.update(id=rid, model=upstream.name, usage=billed)
+    return reply
+
+
+async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: Runtime, *, rid: str, tenant: str,
+                 kind: str, include_usage: bool) -> StreamingResponse:
+    """The upstream's stream, renamed; usage is always asked of the upstream (to bill it) and passed on only
+    when the client asked. Errors before the first event are HTTP errors; later ones are reported in-band."""
+    events = upstream.stream(path, {**body, "stream": True, "stream_options": {"include_usage": True}})
+    first = await anext(events)  # refused, timed out or rejected: an HTTP status, not a broken stream
+
+    async def body_events() -> AsyncIterator[str]:
+        usage, created = Usage(0, 0, 0), int(time.time())
+        pending: dict[str, Any] | None = first
+        try:
+            while pending is not None:
+                item, pending = pending, None
+                if item.get("usage"):
+                    usage = _usage(item["usage"])
+                item.update(id=rid, model=upstream.name, usage=None)
+                created = item.get("created", created)
+                if item.get("choices"):
+                    yield event(item)
+                pending = await anext(events, None)
+            billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage)
+            if include_usage:
+                yield event({"id": rid, "object": f"{kind}.chunk" if kind == "chat.completion" else kind,
+                             "created": created, "model": upstream.name, "choices": [], "usage": billed})
+        except MinimillError as exc:  # the 200 is out: report in-band, as OpenAI does
+            yield event(describe(exc)[1])
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body_events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def forward(upstream: Upstream, path: str, body: SamplingFields, request: Request, runtime: Runtime, *,
+                  rid: str, tenant: str, kind: str) -> Response | dict[str, Any]:
+    """An online request for an upstream model, streamed or whole (499 when the client left first)."""
+    payload = body.model_dump(exclude_unset=True)
+    if body.stream:
+        include = body.stream_options is not None and body.stream_options.include_usage
+        return await stream(upstream, path, payload, runtime, rid=rid, tenant=tenant, kind=kind, include_usage=include)
+    result = await unless_disconnected(request, lambda: answer(upstream, path, payload, runtime, rid=rid,
+                                                               tenant=tenant, kind=kind))
+    return Response(status_code=499) if result is None else result

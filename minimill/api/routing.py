@@ -1,0 +1,107 @@
+"""`model: "auto"`: the router's cascade run for one chat request. The cheapest model expected to pass
+answers first; the check (response_format, the user's grader, the model's confidence) decides whether the
+next model of the cascade is asked. Every attempt is billed (its own ledger entry) and listed in the
+response's `router` field; `model` is the one that answered."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from statistics import fmean
+from typing import Any
+
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from minimill.api import proxy
+from minimill.api.calls import ChatCall
+from minimill.api.charging import charged
+from minimill.api.generation import gather, start
+from minimill.api.schemas import ChatCompletionRequest
+from minimill.api.sse import event
+from minimill.errors import InvalidRequest
+from minimill.evals.suites import ALL as SUITES
+from minimill.router.checks import Verdict, check, validate_grader
+from minimill.router.features import detect_task
+from minimill.runtime import Runtime
+
+
+async def attempt(model: str, body: ChatCompletionRequest, runtime: Runtime, *, rid: str,
+                  tenant: str) -> dict[str, Any]:
+    """One whole, billed chat answer from a local or upstream model, with token log-probabilities."""
+    asked = body.model_copy(update={"model": model, "stream": False, "logprobs": True})
+    if model in runtime.upstreams:
+        return await proxy.answer(runtime.upstreams[model], "/chat/completions",
+                                  {**asked.model_dump(exclude_unset=True), "model": model, "logprobs": True},
+                                  runtime, rid=rid, tenant=tenant, kind="chat.completion")
+    call = ChatCall.prepare(asked, runtime, tenant)
+    stream = charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
+                     model=call.engine.name, kind=call.kind, use=call.use, prompts=1)
+    choices, usage = await gather(stream, call.n_choices)
+    return call.response(rid, int(time.time()), choices, usage).model_dump()
+
+
+def mean_logprob(reply: dict[str, Any]) -> float | None:
+    """Mean log-probability of the first choice's tokens (None when the model gave none)."""
+    content = ((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content") or []
+    values = [float(token["logprob"]) for token in content if token.get("logprob") is not None]
+    return fmean(values) if values else None
+
+
+def _settings(body: ChatCompletionRequest, runtime: Runtime) -> tuple[str | None, str | None, float]:
+    metadata = body.metadata or {}
+    text = "\n".join(message.text() for message in body.messages)
+    response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
+    task = detect_task(text, metadata=metadata, response_format=response_format, suites=SUITES)
+    grader = metadata.get("grader")
+    validate_grader(grader)
+    try:
+        min_confidence = float(metadata.get("min_confidence", runtime.config.routing.min_confidence))
+    except ValueError:
+        raise InvalidRequest("metadata.min_confidence must be a number (a mean log-probability, e.g. -1.0)",
+                             param="metadata") from None
+    return task, grader, min_confidence
+
+
+async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) -> JSONResponse | StreamingResponse:
+    """Run the cascade; the answer carries `router: {task, reason, attempts, total_cost}`. A streamed
+    request gets the chosen answer as one content chunk (it is only known to pass once it is whole)."""
+    task, grader, min_confidence = _settings(body, runtime)
+    route = runtime.router.route(task)
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
+    attempts: list[dict[str, Any]] = []
+    reply: dict[str, Any] = {}
+    for k, model in enumerate(route.cascade):
+        reply = await attempt(model, body, runtime, rid=f"{rid}-{k}", tenant=tenant)
+        last = k == len(route.cascade) - 1
+        text = str(reply["choices"][0]["message"]["content"] or "")
+        confidence = mean_logprob(reply)
+        verdict = (Verdict(True, "last model of the cascade") if last else
+                   check(text, response_format=response_format, mean_logprob=confidence,
+                         min_confidence=min_confidence, grader=grader))
+        attempts.append({"model": model, "id": f"{rid}-{k}", "usage": reply["usage"],
+                         "cost": reply["usage"]["cost"]["total"], "mean_logprob": confidence,
+                         "passed": verdict.passed, "reason": verdict.reason})
+        if verdict.passed:
+            break
+    if not body.logprobs:
+        for choice in reply["choices"]:
+            choice["logprobs"] = None
+    reply.update(id=rid, router={"task": task, "reason": route.reason, "cascade": list(route.cascade),
+                                 "attempts": attempts, "total_cost": sum(a["cost"] for a in attempts)})
+    if not body.stream:
+        return JSONResponse(reply)
+    return StreamingResponse(_as_stream(reply, body), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _as_stream(reply: dict[str, Any], body: ChatCompletionRequest) -> AsyncIterator[str]:
+    head = {"id": reply["id"], "object": "chat.completion.chunk", "created": reply["created"], "model": reply["model"]}
+    for index, choice in enumerate(reply["choices"]):
+        delta = {"role": "assistant", "content": choice["message"]["content"]}
+        yield event({**head, "choices": [{"index": index, "delta": delta, "logprobs": choice.get("logprobs"),
+                                          "finish_reason": choice["finish_reason"]}]})
+    if body.stream_options is not None and body.stream_options.include_usage:
+        yield event({**head, "choices": [], "usage": reply["usage"], "router": reply["router"]})
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,118 @@
+"""Puts suite items to any OpenAI-compatible endpoint (minimill by default) and records graded results.
+
+Greedy decoding (temperature 0), a few requests in flight at once, and resumable: items already in
+the result store are skipped. Transport failures and 5xx answers are not recorded (the item runs
+again next time); a 4xx answer is the endpoint's verdict on the request and is recorded with score 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from minimill.evals.results import ItemResult, ResultStore
+from minimill.evals.suite import Item, Suite
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where to send requests: the API root (".../v1") and the key, if it wants one."""
+
+    base_url: str
+    api_key: str | None = None
+    timeout: float = 300.0
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What one `run` did: items answered now, skipped (already recorded), and failed (not recorded)."""
+
+    answered: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def request_body(model: str, item: Item) -> dict[str, Any]:
+    """The chat completions request for one item."""
+    body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in item.messages],
+                            "max_tokens": item.max_tokens, "temperature": 0}
+    if item.response_format is not None:
+        body["response_format"] = dict(item.response_format)
+    return body
+
+
+def graded(model: str, suite: Suite, seed: int, item: Item, reply: dict[str, Any], latency: float) -> ItemResult:
+    """An item's result from a chat completion response."""
+    choices = reply.get("choices") or [{}]
+    answer = str((choices[0].get("message") or {}).get("content") or "")
+    usage = reply.get("usage") or {}
+    cost = (usage.get("cost") or {}).get("total", 0.0)
+    routed = reply.get("router") or {}
+    if routed:  # "auto" bills every attempt, not only the one that answered
+        cost = routed.get("total_cost", cost)
+    return ItemResult(model=model, suite=suite.name, version=suite.version, seed=seed, item_id=item.id,
+                      score=suite.grade(item, answer), answer=answer,
+                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                      completion_tokens=int(usage.get("completion_tokens", 0)),
+                      cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+                      latency_s=latency, cost_usd=float(cost), answered_by=reply.get("model"))
+
+
+async def run(endpoint: Endpoint, models: Sequence[str], suites: Sequence[Suite], store: ResultStore, *,
+              seed: int, n: int, concurrency: int = 4,
+              on_result: Callable[[ItemResult | None], None] | None = None) -> RunSummary:
+    """Run `n` items of every suite against every model, recording each graded result in `store`.
+    `on_result` is called once per item (None for a failed or skipped one): a progress bar's hook."""
+    summary = RunSummary()
+    gate = asyncio.Semaphore(concurrency)
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    async with httpx.AsyncClient(base_url=endpoint.base_url.rstrip("/"), headers=headers,
+                                 timeout=endpoint.timeout) as client:
+
+        async def one(model: str, suite: Suite, item: Item) -> None:
+            async with gate:
+                started = time.monotonic()
+                try:
+                    response = await client.post("/chat/completions", json=request_body(model, item))
+                except httpx.HTTPError as exc:
+                    summary.failed += 1
+                    summary.failures.append(f"{model} {item.id}: {type(exc).__name__}: {exc}")
+                    if on_result:
+                        on_result(None)
+                    return
+                latency = time.monotonic() - started
+            if response.status_code >= 500:
+                summary.failed += 1
+                summary.failures.append(f"{model} {item.id}: HTTP {response.status_code} {response.text[:200]}")
+                result = None
+            elif response.status_code >= 400:
+                result = ItemResult(model=model, suite=suite.name, version=suite.version, seed=seed,
+                                    item_id=item.id, score=0.0, answer="", latency_s=latency,
+                                    error=f"HTTP {response.status_code}: {response.text[:500]}")
+            else:
+                result = graded(model, suite, seed, item, response.json(), latency)
+            if result is not None:
+                store.append(result)
+                summary.answered += 1
+            if on_result:
+                on_result(result)
+
+        tasks = []
+        for model in models:
+            for suite in suites:
+                done = store.done(model, suite.name, suite.version, seed)
+                for item in suite.generate(seed, n):
+                    if item.id in done:
+                        summary.skipped += 1
+                        if on_result:
+                            on_result(None)
+                    else:
+                        tasks.append(one(model, suite, item))
+        await asyncio.gather(*tasks)
+    return summary

@@ -1,0 +1,167 @@
+"""The router's pieces without a model: scoreboard and default, routes and cascades, checks, task
+detection, upstream specs and per-model prices."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from minimill.config import BillingConfig, RoutingConfig, UpstreamSpec, build_config
+from minimill.errors import InvalidRequest
+from minimill.evals.results import ItemResult, ResultStore
+from minimill.evals.scoreboard import Scoreboard
+from minimill.evals.stats import wilson_interval
+from minimill.evals.suite import HELDOUT_SEED, TUNE_SEED, Suite
+from minimill.router.checks import check, validate_grader
+from minimill.router.features import detect_task
+from minimill.router.policy import Router
+from minimill.runtime import REFERENCE_PARAMS, price_book
+
+
+def results(model: str, suite: str, scores: list[float], cost: float, seed: int = TUNE_SEED) -> list[ItemResult]:
+    return [ItemResult(model=model, suite=suite, version="1", seed=seed, item_id=f"{suite}-{i}", score=s, answer="",
+                       cost_usd=cost, latency_s=0.1) for i, s in enumerate(scores)]
+
+
+def store_with(tmp_path: Path, rows: list[ItemResult]) -> ResultStore:
+    store = ResultStore(tmp_path / "results")
+    for row in rows:
+        store.append(row)
+    return store
+
+
+def test_wilson_interval_brackets_the_mean_and_narrows_with_n() -> None:
+    low, high = wilson_interval(0.5, 10)
+    assert low < 0.5 < high
+    wide, narrow = high - low, (lambda b: b[1] - b[0])(wilson_interval(0.5, 1000))
+    assert narrow < wide / 5
+    assert wilson_interval(0.0, 20)[0] == 0.0 and wilson_interval(0.0, 20)[1] > 0.05
+    assert wilson_interval(1.0, 20)[1] == 1.0 and wilson_interval(1.0, 20)[0] < 0.95
+
+
+def test_result_store_resumes_and_skips_a_torn_line(tmp_path: Path) -> None:
+    store = store_with(tmp_path, results("small", "arithmetic", [1.0, 0.0], 0.001))
+    path = store.path("small", "arithmetic", "1", TUNE_SEED)
+    with path.open("a") as out:
+        out.write('{"model": "small", "suite": "arith')  # a crash mid-write
+    assert set(store.done("small", "arithmetic", "1", TUNE_SEED)) == {"arithmetic-0", "arithmetic-1"}
+    assert store.all(seed=HELDOUT_SEED) == []
+
+
+def test_default_is_best_quality_per_dollar_above_the_floor() -> None:
+    rows = (results("small", "a", [1, 0, 0, 0], 0.001) + results("small", "b", [1, 1, 0, 0], 0.001)
+            + results("large", "a", [1, 1, 1, 0], 0.004) + results("large", "b", [1, 1, 1, 1], 0.004))
+    board = Scoreboard.build(rows)
+    assert board.models["small"].quality == pytest.approx(0.375)
+    assert board.models["large"].quality == pytest.approx(0.875)
+    # small: 0.375 / 0.001 = 375 per dollar, large: 0.875 / 0.004 = 219
+    assert board.choose_default(["small", "large"], floor=0.2).model == "small"
+    assert board.choose_default(["small", "large"], floor=0.5).model == "large"  # small is below the floor
+    assert board.choose_default(["small", "large"], floor=0.95).model == "large"  # none reaches it: best quality
+    assert board.choose_default(["small", "large"], floor=0.2, override="large").model == "large"
+    assert board.choose_default(["new"], floor=0.2).reason.startswith("no eval results")
+
+
+def test_newest_suite_version_wins() -> None:
+    old = results("m", "a", [0, 0], 0.001)
+    new = [ItemResult(model="m", suite="a", version="2", seed=TUNE_SEED, item_id=f"a-{i}", score=1.0, answer="")
+           for i in range(2)]
+    assert Scoreboard.build(new + old).accuracy("m", "a") == 1.0
+
+
+def router(tmp_path: Path, rows: list[ItemResult], **config: float) -> Router:
+    prices = {"small": 1.0, "mid": 2.0, "large": 4.0}
+    return Router(store_with(tmp_path, rows), RoutingConfig(**config), list(prices), prices.__getitem__)
+
+
+def test_route_starts_at_the_cheapest_good_enough_model(tmp_path: Path) -> None:
+    rows = (results("small", "easy", [1, 1, 1, 1], 0.001) + results("large", "easy", [1, 1, 1, 1], 0.004)
+            + results("small", "hard", [1, 0, 0, 0], 0.001) + results("mid", "hard", [1, 1, 0, 0], 0.002)
+            + results("large", "hard", [1, 1, 1, 0], 0.004) + results("mid", "easy", [1, 1, 1, 0], 0.002))
+    r = router(tmp_path, rows)
+    assert r.route("easy").cascade == ("small",)  # nothing scores higher: no escalation
+    assert r.route("hard").cascade == ("large",)  # small 0.25 and mid 0.5 are not within 0.95 of 0.75
+    assert router(tmp_path / "b", rows, good_enough=0.6).route("hard").cascade == ("mid", "large")  # 0.5 >= 0.45
+    assert router(tmp_path / "c", rows, good_enough=0.3).route("hard").cascade == ("small", "mid", "large")
+    assert r.by_price() == ["small", "mid", "large"]
+
+
+def test_route_without_scores_escalates_through_every_model_by_price(tmp_path: Path) -> None:
+    route = router(tmp_path, []).route("anything")
+    assert route.cascade == ("small", "mid", "large") and "no eval results" in route.reason
+
+
+def test_a_task_nobody_passes_goes_to_the_cheapest(tmp_path: Path) -> None:
+    rows = results("small", "t", [0, 0], 0.001) + results("large", "t", [0, 0], 0.004)
+    assert router(tmp_path, rows).route("t").cascade == ("small",)
+
+
+def test_unknown_task_uses_overall_quality(tmp_path: Path) -> None:
+    rows = results("small", "a", [0, 0, 0, 1], 0.001) + results("large", "a", [1, 1, 1, 1], 0.004)
+    assert router(tmp_path, rows).route(None).cascade == ("large",)
+    assert router(tmp_path / "b", rows).route("not-a-suite").cascade == ("large",)
+
+
+def test_checks_schema_grader_and_confidence() -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}
+    ok = dict(mean_logprob=-0.1, min_confidence=-1.0, grader=None)
+    assert check('{"n": 3}', response_format=schema, **ok).passed
+    assert not check('{"n": "three"}', response_format=schema, **ok).passed
+    assert not check("n = 3", response_format=schema, **ok).passed
+    assert not check("[1]", response_format={"type": "json_object"}, **ok).passed
+    assert check("42", response_format=None, mean_logprob=-0.1, min_confidence=-1.0, grader="integer").passed
+    assert not check("forty-two", response_format=None, mean_logprob=-0.1, min_confidence=-1.0,
+                     grader="integer").passed
+    assert check("-1,234.5", response_format=None, mean_logprob=None, min_confidence=0, grader="number").passed
+    assert check("B", response_format=None, mean_logprob=None, min_confidence=0, grader="regex:[A-D]").passed
+    assert not check("E", response_format=None, mean_logprob=None, min_confidence=0, grader="regex:[A-D]").passed
+    unsure = check("42", response_format=None, mean_logprob=-2.5, min_confidence=-1.0, grader=None)
+    assert not unsure.passed and "confidence" in unsure.reason
+    with pytest.raises(InvalidRequest):
+        validate_grader("regex:[")
+    with pytest.raises(InvalidRequest):
+        validate_grader("telepathy")
+
+
+def fake(name: str, *keywords: str) -> Suite:
+    return Suite(name=name, version="1", description="", generate=lambda s, n: [], grade=lambda i, a: 0.0,
+                 keywords=keywords)
+
+
+def test_task_detection() -> None:
+    suites = [fake("arithmetic", "calculate", "compute"), fake("units", "convert", "kilometres"),
+              fake("extraction", "extract")]
+    assert detect_task("Please calculate 3 + 4", metadata=None, response_format=None, suites=suites) == "arithmetic"
+    assert detect_task("Convert 3 kilometres to metres", metadata=None, response_format=None,
+                       suites=suites) == "units"
+    assert detect_task("hello", metadata=None, response_format=None, suites=suites) is None
+    assert detect_task("calculate", metadata={"task": "units"}, response_format=None, suites=suites) == "units"
+    assert detect_task("hi", metadata=None, response_format={"type": "json_schema"}, suites=suites) == "extraction"
+    assert detect_task("calculate then convert", metadata=None, response_format=None, suites=suites) is None
+
+
+def test_upstream_spec_parsing_reads_the_key_from_the_environment_and_hides_it() -> None:
+    spec = UpstreamSpec.parse("peer=http://127.0.0.1:9/v1/,model=smollm2-135m,key-env=PEER_KEY,input=0.1,"
+                              "output=0.4,timeout=5", {"PEER_KEY": "sk-very-secret"})
+    assert (spec.name, spec.base_url, spec.model, spec.timeout) == ("peer", "http://127.0.0.1:9/v1", "smollm2-135m", 5)
+    assert spec.api_key == "sk-very-secret" and "sk-very-secret" not in repr(spec)
+    assert "sk-very-secret" not in repr(build_config(upstreams=["p=http://x/v1"]))
+    for bad in ("peer", "peer=ftp://x", "peer=http://x,key-env=MISSING", "peer=http://x,colour=red"):
+        with pytest.raises(ValueError):
+            UpstreamSpec.parse(bad, {})
+    with pytest.raises(ValueError):
+        RoutingConfig(upstreams=(spec, spec))
+
+
+def test_prices_scale_with_parameters_and_upstreams_are_priced_by_spec() -> None:
+    spec = UpstreamSpec(name="peer", base_url="http://x/v1", model="m", price_input=0.25, price_output=1.0)
+    book = price_book(BillingConfig(), {"small": REFERENCE_PARAMS, "double": 2 * REFERENCE_PARAMS}, (spec,))
+    small, double = book.for_model("small"), book.for_model("double")
+    assert double.output == pytest.approx(2 * small.output, rel=1e-5)
+    assert double.input == pytest.approx(2 * small.input, rel=1e-5)
+    peer = book.for_model("peer")
+    assert (peer.input, peer.output) == (Decimal("0.25"), Decimal("1.0"))
+    assert peer.cached_input == book.default.cached_input
