@@ -59,9 +59,10 @@ class CliServer:
 
 
 @contextmanager
-def cli_server(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[CliServer]:
+def cli_server(data_dir: Path, *args: str, env: dict[str, str] | None = None,
+               port: int | None = None) -> Iterator[CliServer]:
     """`minimill serve` in a subprocess until it answers /health; stopped (if still alive) at the end."""
-    port = free_port()
+    port = port or free_port()
     command = [sys.executable, "-m", "minimill.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
                "--log-level", "warning", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

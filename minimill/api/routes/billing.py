@@ -27,4 +27,4 @@ async def usage(runtime: RuntimeDep, tenant: TenantDep) -> dict[str, object]:
 async def prices(runtime: RuntimeDep) -> dict[str, object]:
     """USD per 1M tokens (cache storage and session retention: per 1M token-hours) for each served model."""
     return {"object": "price_book", "currency": "usd",
-            "data": runtime.meter.prices.as_dict(list(runtime.engines))}
+            "data": runtime.meter.prices.as_dict(runtime.model_ids)}

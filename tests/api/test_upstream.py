@@ -1,0 +1,139 @@
+"""Upstream models: a second real minimill process on another port, served through this one's API under
+its own name, billed here at its own prices; its failures become clean OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.api.conftest import CliServer, Server, cli_server, free_port, serve
+
+PEER_KEY = "sk-peer-secret-0123456789"
+PEER_ARGS = ("--model", "smollm2-135m", "--kv-size", "2048", "--max-seqs", "4", "--threads", "1")
+QUESTION = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliServer]:
+    with cli_server(tmp_path_factory.mktemp("peer"), *PEER_ARGS, "--api-key", PEER_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def victim_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory: pytest.TempPathFactory, peer: CliServer, victim_port: int) -> Iterator[Server]:
+    os.environ["TEST_PEER_KEY"] = PEER_KEY
+    os.environ["TEST_WRONG_KEY"] = "sk-wrong"
+    try:
+        yield from serve(tmp_path_factory.mktemp("front"), kv_size=2048, max_seqs=4, upstreams=[
+            f"peer={peer.url}/v1,model=smollm2-135m,key-env=TEST_PEER_KEY,input=0.2,output=0.8",
+            f"slow={peer.url}/v1,model=smollm2-135m,key-env=TEST_PEER_KEY,timeout=0.3",
+            f"wrongkey={peer.url}/v1,model=smollm2-135m,key-env=TEST_WRONG_KEY",
+            f"dead=http://127.0.0.1:{free_port()}/v1,model=smollm2-135m",
+            f"victim=http://127.0.0.1:{victim_port}/v1,model=smollm2-135m"])
+    finally:
+        del os.environ["TEST_PEER_KEY"], os.environ["TEST_WRONG_KEY"]
+
+
+def test_upstreams_are_listed_with_their_prices(front: Server) -> None:
+    cards = {m.id: m for m in front.client().models.list().data}
+    assert {"smollm2-135m", "peer", "dead", "default", "auto"} <= set(cards)
+    peer = cards["peer"].model_extra or {}
+    assert cards["peer"].owned_by == "upstream" and peer["prices"]["input"] == 0.2 and peer["prices"]["output"] == 0.8
+
+
+def test_an_upstream_answers_as_the_same_model_would_locally_and_is_billed_here(front: Server) -> None:
+    client = front.client()
+    local = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, max_tokens=16, temperature=0)
+    remote = client.chat.completions.create(model="peer", messages=QUESTION, max_tokens=16, temperature=0)
+    assert remote.model == "peer"
+    assert remote.choices[0].message.content == local.choices[0].message.content
+    cost = (remote.usage.model_extra or {})["cost"]
+    uncached = remote.usage.prompt_tokens - remote.usage.prompt_tokens_details.cached_tokens
+    assert cost["input"] == pytest.approx(uncached * 0.2 / 1e6)
+    assert cost["output"] == pytest.approx(remote.usage.completion_tokens * 0.8 / 1e6)
+    usage = httpx.get(f"{front.url}/v1/usage").json()
+    assert any(row["model"] == "peer" and row["requests"] >= 1 for row in usage["data"])
+
+
+def test_an_upstream_streams_and_completes(front: Server) -> None:
+    client = front.client()
+    whole = client.chat.completions.create(model="peer", messages=QUESTION, max_tokens=16, temperature=0)
+    chunks = list(client.chat.completions.create(model="peer", messages=QUESTION, max_tokens=16, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert all(c.model == "peer" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    text = client.completions.create(model="peer", prompt="The capital of France is", max_tokens=5, temperature=0)
+    assert text.model == "peer" and text.choices[0].text
+
+
+def test_upstream_refusals_and_failures_are_clean_errors(front: Server, caplog: pytest.LogCaptureFixture) -> None:
+    client = front.client()
+    with pytest.raises(openai.BadRequestError) as refused:  # the peer's own 400 is the caller's
+        client.chat.completions.create(model="peer", messages=QUESTION, max_tokens=10**6)
+    assert "upstream peer" in refused.value.message
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(openai.InternalServerError) as dead:
+            client.chat.completions.create(model="dead", messages=QUESTION, max_tokens=4)
+        assert dead.value.status_code == 502 and dead.value.code == "upstream_error"
+        with pytest.raises(openai.InternalServerError) as wrong:
+            client.chat.completions.create(model="wrongkey", messages=QUESTION, max_tokens=4)
+        assert wrong.value.status_code == 502 and "401" in wrong.value.message
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as slow:
+            client.chat.completions.create(model="slow", messages=QUESTION, max_tokens=400, extra_body={
+                "ignore_eos": True})
+        assert slow.value.status_code == 504 and slow.value.code == "upstream_timeout"
+        assert time.monotonic() - started < 10
+        client.chat.completions.create(model="peer", messages=QUESTION, max_tokens=4)
+    assert PEER_KEY not in caplog.text and "sk-wrong" not in caplog.text
+    assert PEER_KEY not in repr(front.runtime.upstreams) and PEER_KEY not in repr(front.runtime.config)
+
+
+def _kill_soon(server: CliServer, after: float) -> threading.Thread:
+    def kill() -> None:
+        time.sleep(after)
+        server.process.send_signal(signal.SIGKILL)
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread
+
+
+def test_an_upstream_killed_mid_request_is_a_clean_error(front: Server, tmp_path: Path, victim_port: int) -> None:
+    client = front.client()
+    with cli_server(tmp_path / "victim", *PEER_ARGS, port=victim_port) as victim:
+        assert client.chat.completions.create(model="victim", messages=QUESTION, max_tokens=4).model == "victim"
+        killer = _kill_soon(victim, 0.5)
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as broken:
+            client.chat.completions.create(model="victim", messages=QUESTION, max_tokens=2000,
+                                           extra_body={"ignore_eos": True})
+        killer.join()
+        assert broken.value.status_code == 502 and broken.value.code == "upstream_error"
+        assert time.monotonic() - started < 30
+    with cli_server(tmp_path / "victim2", *PEER_ARGS, port=victim_port) as victim:
+        stream = client.chat.completions.create(model="victim", messages=QUESTION, max_tokens=2000, stream=True,
+                                                extra_body={"ignore_eos": True})
+        first = next(iter(stream))
+        assert first.model == "victim"
+        _kill_soon(victim, 0.0).join()
+        with pytest.raises(openai.APIError, match="upstream victim"):
+            for _ in stream:
+                pass
+    # the front server is unharmed
+    assert client.chat.completions.create(model="smollm2-135m", messages=QUESTION, max_tokens=4).choices
