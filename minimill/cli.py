@@ -63,7 +63,7 @@ def serve(
     default_model: Annotated[str | None, typer.Option(
         help="What model=\"default\" means [the scoreboard's best quality per dollar].")] = None,
     quality_floor: Annotated[float | None, typer.Option(
-        help="Mean eval accuracy a model needs to be the default [0.2].")] = None,
+        help="Mean eval accuracy a model needs to be the default [0.1].")] = None,
     min_confidence: Annotated[float | None, typer.Option(
         help="model=\"auto\": escalate when an answer's mean token log-probability is below this [-1.0].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
@@ -299,7 +299,7 @@ def eval_report(
     out: Annotated[Path | None, typer.Option(help="Folder for scoreboard.md and scoreboard.png "
                                              "[DATA_DIR/evals].")] = None,
     seed: Annotated[int, typer.Option(help="Item split to report.")] = 1,
-    floor: Annotated[float, typer.Option(help="Quality floor for the default.")] = 0.2,
+    floor: Annotated[float, typer.Option(help="Quality floor for the default.")] = 0.1,
 ) -> None:
     """Print the scoreboard; write it as a Markdown table and a price-vs-quality plot (PNG)."""
     from minimill.evals import report

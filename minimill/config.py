@@ -163,7 +163,7 @@ class RoutingConfig:
     """
 
     default_model: str | None = None
-    quality_floor: float = 0.2
+    quality_floor: float = 0.1
     good_enough: float = 0.95
     min_confidence: float = -1.0
     upstreams: tuple[UpstreamSpec, ...] = ()

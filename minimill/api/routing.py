@@ -19,7 +19,7 @@ from minimill.api.charging import charged
 from minimill.api.generation import gather, start
 from minimill.api.schemas import ChatCompletionRequest
 from minimill.api.sse import event
-from minimill.errors import InvalidRequest
+from minimill.errors import ContextOverflow, InvalidRequest
 from minimill.evals.suites import ALL as SUITES
 from minimill.router.checks import Verdict, check, validate_grader
 from minimill.router.features import detect_task
@@ -71,13 +71,20 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
     attempts: list[dict[str, Any]] = []
-    reply: dict[str, Any] = {}
+    reply: dict[str, Any] | None = None
+    overflow: ContextOverflow | None = None
     for k, model in enumerate(route.cascade):
-        reply = await attempt(model, body, runtime, rid=f"{rid}-{k}", tenant=tenant)
-        last = k == len(route.cascade) - 1
+        try:
+            candidate = await attempt(model, body, runtime, rid=f"{rid}-{k}", tenant=tenant)
+        except ContextOverflow as exc:  # the request's length rules this model out; a later one may take it
+            overflow = exc
+            attempts.append({"model": model, "id": None, "usage": None, "cost": 0.0, "mean_logprob": None,
+                             "passed": False, "reason": f"skipped: {exc.message}"})
+            continue
+        reply = candidate
         text = str(reply["choices"][0]["message"]["content"] or "")
         confidence = mean_logprob(reply)
-        verdict = (Verdict(True, "last model of the cascade") if last else
+        verdict = (Verdict(True, "last model of the cascade") if k == len(route.cascade) - 1 else
                    check(text, response_format=response_format, mean_logprob=confidence,
                          min_confidence=min_confidence, grader=grader))
         attempts.append({"model": model, "id": f"{rid}-{k}", "usage": reply["usage"],
@@ -85,6 +92,9 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
                          "passed": verdict.passed, "reason": verdict.reason})
         if verdict.passed:
             break
+    if reply is None:  # no model of the cascade can take a request this long
+        assert overflow is not None
+        raise overflow
     if not body.logprobs:
         for choice in reply["choices"]:
             choice["logprobs"] = None
