@@ -82,11 +82,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--extra-model", type=Path, default=None, help="a larger local GGUF to score too")
     parser.add_argument("--serve-args", default="", help="more `minimill serve` flags, e.g. '--min-confidence -0.5'")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="reuse a previous run's results (resumable: only missing items run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "issue6.json")
     args = parser.parse_args()
 
     models = [*MODELS, *([str(args.extra_model)] if args.extra_model else [])]
-    data_dir = Path(tempfile.mkdtemp(prefix="issue6-"))
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="issue6-"))
     flags = [arg for m in models for arg in ("--model", m)] + ["--data-dir", str(data_dir), *args.serve_args.split()]
     port = peers.free_port()
     command = [*peers.minimill_command(port, args.threads, flags)]
@@ -109,7 +111,8 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "command": "python -m bench.run_issue6 " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "") and k != "out"),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if v not in (None, "") and k not in ("out", "data_dir")),
         "items_per_suite": args.items, "models": served, "timing": timing,
         "default": board_json["default"],
         "tune": {m: {"quality": s.quality, "cost_per_item": s.cost_per_item, "latency_s": s.latency_s}

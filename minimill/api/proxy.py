@@ -15,7 +15,7 @@ from minimill.api.convert import usage_out
 from minimill.api.errors import describe
 from minimill.api.generation import unless_disconnected
 from minimill.api.schemas import SamplingFields
-from minimill.api.sse import event
+from minimill.api.sse import event, event_stream
 from minimill.engine.types import Usage
 from minimill.errors import MinimillError
 from minimill.router.upstream import Upstream
@@ -51,11 +51,11 @@ async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
     """The upstream's stream, renamed; usage is always asked of the upstream (to bill it) and passed on only
     when the client asked. Errors before the first event are HTTP errors; later ones are reported in-band."""
     events = upstream.stream(path, {**body, "stream": True, "stream_options": {"include_usage": True}})
-    first = await anext(events)  # refused, timed out or rejected: an HTTP status, not a broken stream
+    first = await anext(events, None)  # refused, timed out or rejected: an HTTP status, not a broken stream
 
     async def body_events() -> AsyncIterator[str]:
         usage, created = Usage(0, 0, 0), int(time.time())
-        pending: dict[str, Any] | None = first
+        pending = first
         try:
             while pending is not None:
                 item, pending = pending, None
@@ -76,8 +76,7 @@ async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
             await events.aclose()  # type: ignore[attr-defined]
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(body_events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(body_events())
 
 
 async def forward(upstream: Upstream, path: str, body: SamplingFields, request: Request, runtime: Runtime, *,

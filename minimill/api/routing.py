@@ -18,7 +18,7 @@ from minimill.api.calls import ChatCall
 from minimill.api.charging import charged
 from minimill.api.generation import gather, start
 from minimill.api.schemas import ChatCompletionRequest
-from minimill.api.sse import event
+from minimill.api.sse import event, event_stream
 from minimill.errors import ContextOverflow, InvalidRequest
 from minimill.evals.suites import ALL as SUITES
 from minimill.router.checks import Verdict, check, validate_grader
@@ -102,8 +102,7 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
                                  "attempts": attempts, "total_cost": sum(a["cost"] for a in attempts)})
     if not body.stream:
         return JSONResponse(reply)
-    return StreamingResponse(_as_stream(reply, body), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(_as_stream(reply, body))
 
 
 async def _as_stream(reply: dict[str, Any], body: ChatCompletionRequest) -> AsyncIterator[str]:

@@ -21,6 +21,12 @@ def event(payload: object) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    """A streaming HTTP response of already formatted events (no caching, no proxy buffering)."""
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 def stream_response(items: AsyncIterator[ChoiceDelta | UsageOut],
                     chunk: Callable[[ChoiceDelta], dict[str, object]],
                     head: dict[str, object], include_usage: bool) -> StreamingResponse:
@@ -43,5 +49,4 @@ def stream_response(items: AsyncIterator[ChoiceDelta | UsageOut],
             await items.aclose()  # type: ignore[attr-defined]
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(body())

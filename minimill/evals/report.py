@@ -41,7 +41,8 @@ def plot(board: Scoreboard, path: Path, default: str | None = None) -> Path:
     axes.set_xlabel("USD per 1,000 eval items (price book)")
     axes.set_ylabel("mean accuracy over suites")
     axes.set_ylim(0, 1)
-    axes.set_xlim(left=0)
+    most = max((m.cost_per_item * 1000 for m in board.models.values()), default=0.0)
+    axes.set_xlim(0, most * 1.3 or 1.0)  # room for the labels right of the dearest point
     axes.grid(alpha=0.3)
     axes.set_title("minimill scoreboard: quality vs price")
     figure.tight_layout()

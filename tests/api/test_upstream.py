@@ -3,6 +3,7 @@ its own name, billed here at its own prices; its failures become clean OpenAI-sh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -15,6 +16,10 @@ import httpx
 import openai
 import pytest
 
+from minimill.evals import runner
+from minimill.evals.results import ResultStore
+from minimill.evals.suite import TUNE_SEED
+from minimill.evals.suites import by_name
 from tests.api.conftest import CliServer, Server, cli_server, free_port, serve
 
 PEER_KEY = "sk-peer-secret-0123456789"
@@ -102,6 +107,18 @@ def test_upstream_refusals_and_failures_are_clean_errors(front: Server, caplog: 
         client.chat.completions.create(model="peer", messages=QUESTION, max_tokens=4)
     assert PEER_KEY not in caplog.text and "sk-wrong" not in caplog.text
     assert PEER_KEY not in repr(front.runtime.upstreams) and PEER_KEY not in repr(front.runtime.config)
+
+
+def test_an_upstream_is_evaluated_by_the_same_suites(front: Server) -> None:
+    store = ResultStore(front.runtime.config.data_dir / "evals" / "results")
+    summary = asyncio.run(runner.run(runner.Endpoint(f"{front.url}/v1"), ["peer", "smollm2-135m"],
+                                     [by_name("facts")], store, seed=TUNE_SEED, n=3))
+    assert summary.answered == 6 and summary.failed == 0
+    board = httpx.get(f"{front.url}/v1/evals").json()["models"]
+    assert board["peer"]["suites"]["facts"]["n"] == 3
+    # the same model behind the upstream scores the same, at the upstream's (higher) price
+    assert board["peer"]["suites"]["facts"]["accuracy"] == board["smollm2-135m"]["suites"]["facts"]["accuracy"]
+    assert board["peer"]["cost_per_item_usd"] > board["smollm2-135m"]["cost_per_item_usd"]
 
 
 def _kill_soon(server: CliServer, after: float) -> threading.Thread:
