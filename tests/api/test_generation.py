@@ -134,7 +134,7 @@ def test_models_health_and_metrics(server: Server, client: openai.OpenAI) -> Non
     import httpx
 
     models = client.models.list().data
-    assert [m.id for m in models] == [MODEL]
+    assert [m.id for m in models] == [MODEL, "default", "auto"]  # served models, then the aliases
     assert client.models.retrieve(MODEL).id == MODEL
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["models"][MODEL]["kv_total"] == 4096

@@ -18,7 +18,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_each_model_answers_by_name(both: Server) -> None:
     client = both.client()
     listed = client.models.list().data
-    assert [m.id for m in listed] == ["smollm2-135m", "gemma3-270m"]
+    assert [m.id for m in listed] == ["smollm2-135m", "gemma3-270m", "default", "auto"]
     for model in ("smollm2-135m", "gemma3-270m"):
         reply = client.chat.completions.create(model=model, max_tokens=12, temperature=0,
                                                messages=[{"role": "user", "content": "What is the capital of France?"}])
