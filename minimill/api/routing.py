@@ -82,7 +82,8 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
                              "passed": False, "reason": f"skipped: {exc.message}"})
             continue
         reply = candidate
-        text = str(reply["choices"][0]["message"]["content"] or "")
+        first = (reply["choices"] or [{}])[0]
+        text = str((first.get("message") or {}).get("content") or "")
         confidence = mean_logprob(reply)
         verdict = (Verdict(True, "last model of the cascade") if k == len(route.cascade) - 1 else
                    check(text, response_format=response_format, mean_logprob=confidence,
@@ -97,7 +98,8 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
         raise overflow
     if not body.logprobs:
         for choice in reply["choices"]:
-            choice["logprobs"] = None
+            if isinstance(choice, dict):
+                choice["logprobs"] = None
     reply.update(id=rid, router={"task": task, "reason": route.reason, "cascade": list(route.cascade),
                                  "attempts": attempts, "total_cost": sum(a["cost"] for a in attempts)})
     if not body.stream:
@@ -106,11 +108,12 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
 
 
 async def _as_stream(reply: dict[str, Any], body: ChatCompletionRequest) -> AsyncIterator[str]:
-    head = {"id": reply["id"], "object": "chat.completion.chunk", "created": reply["created"], "model": reply["model"]}
+    head = {"id": reply["id"], "object": "chat.completion.chunk", "created": reply.get("created", int(time.time())),
+            "model": reply["model"]}
     for index, choice in enumerate(reply["choices"]):
-        delta = {"role": "assistant", "content": choice["message"]["content"]}
+        delta = {"role": "assistant", "content": (choice.get("message") or {}).get("content")}
         yield event({**head, "choices": [{"index": index, "delta": delta, "logprobs": choice.get("logprobs"),
-                                          "finish_reason": choice["finish_reason"]}]})
+                                          "finish_reason": choice.get("finish_reason")}]})
     if body.stream_options is not None and body.stream_options.include_usage:
         yield event({**head, "choices": [], "usage": reply["usage"], "router": reply["router"]})
     yield "data: [DONE]\n\n"

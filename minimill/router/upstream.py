@@ -51,10 +51,12 @@ class Upstream:
             raise self._transport_error(exc) from None
         self._check(response.status_code, response.content)
         try:
-            answer: dict[str, Any] = response.json()
+            answer = response.json()
         except ValueError:
-            raise UpstreamFailed(f"upstream {self.name} answered with something that is not JSON",
-                                 code="upstream_error") from None
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamFailed(f"upstream {self.name} answered with something that is not a completion",
+                                 code="upstream_error")
         return answer
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
