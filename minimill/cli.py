@@ -18,6 +18,7 @@ from minimill.models.catalogue import BUNDLED, DEFAULT_MODEL, resolve
 
 if TYPE_CHECKING:
     from minimill.batch.client import BatchClient
+    from minimill.evals.runner import ListPrice
 
 app = typer.Typer(help="minimill: an OpenAI-compatible mini mill for tokens.", no_args_is_help=True)
 console = Console()
@@ -231,6 +232,9 @@ def eval_run(
     seed: Annotated[int, typer.Option(help="Item split: 1 = the published scoreboard (the router is tuned on "
                                       "it), 2 = held out.")] = 1,
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
+    price: Annotated[list[str] | None, typer.Option(help="MODEL=INPUT,CACHED_INPUT,OUTPUT (USD per 1M tokens) for "
+                                                    "an endpoint whose answers carry no usage.cost [its "
+                                                    "/v1/prices, if it has one]; repeat.")] = None,
     base_url: BaseUrlOpt = BASE_URL,
     api_key: KeyOpt = None,
     data_dir: DataDirOpt = Path(".data"),
@@ -256,6 +260,7 @@ def eval_run(
         listed = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=30).json()["data"]
         models = [m["id"] for m in listed if m["id"] not in ("default", "auto")]
     store = ResultStore(data_dir / "evals" / "results")
+    prices = _list_prices(base_url, api_key, price or [])
     total = len(models) * len(chosen) * items
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
@@ -265,13 +270,37 @@ def eval_run(
             progress.advance(task)
 
         summary = asyncio.run(runner.run(endpoint, models, chosen, store, seed=seed, n=items,
-                                         concurrency=concurrency, on_result=advance))
+                                         concurrency=concurrency, prices=prices, on_result=advance))
     console.print(f"answered {summary.answered}, already recorded {summary.skipped}, failed {summary.failed}")
     for failure in summary.failures[:10]:
         console.print(f"[red]{failure}[/red]")
     _scoreboard_table(store, seed, [s.name for s in chosen], models)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _list_prices(base_url: str, api_key: str | None, given: list[str]) -> dict[str, ListPrice]:
+    """Prices for costing answers without `usage.cost`: the endpoint's /v1/prices when it has one (a
+    minimill), overridden by --price."""
+    import httpx
+
+    from minimill.evals.runner import ListPrice
+
+    prices: dict[str, ListPrice] = {}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        book = httpx.get(f"{base_url.rstrip('/')}/prices", headers=headers, timeout=10).json()["data"]
+        prices = {m: ListPrice(p["input"], p["cached_input"], p["output"]) for m, p in book.items()}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        pass  # not a minimill: costs come from --price or are 0
+    for text in given:
+        model, _, numbers = text.partition("=")
+        try:
+            prices[model] = ListPrice(*(float(x) for x in numbers.split(",")))
+        except (TypeError, ValueError) as exc:
+            raise typer.BadParameter(f"{text!r}: expected MODEL=INPUT,CACHED_INPUT,OUTPUT", param_hint="--price") \
+                from exc
+    return prices
 
 
 def _scoreboard_table(store: object, seed: int, suites: list[str] | None = None,

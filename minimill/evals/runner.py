@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,28 +47,46 @@ def request_body(model: str, item: Item) -> dict[str, Any]:
     return body
 
 
-def graded(model: str, suite: Suite, seed: int, item: Item, reply: dict[str, Any], latency: float) -> ItemResult:
-    """An item's result from a chat completion response."""
+@dataclass(frozen=True, slots=True)
+class ListPrice:
+    """USD per 1M tokens, for endpoints whose answers do not carry minimill's `usage.cost`."""
+
+    input: float
+    cached_input: float
+    output: float
+
+    def cost(self, prompt: int, cached: int, completion: int) -> float:
+        """What a request with these token counts costs."""
+        return ((prompt - cached) * self.input + cached * self.cached_input + completion * self.output) / 1e6
+
+
+def graded(model: str, suite: Suite, seed: int, item: Item, reply: dict[str, Any], latency: float,
+           price: ListPrice | None = None) -> ItemResult:
+    """An item's result from a chat completion response. Cost: minimill's `usage.cost` (for "auto", every
+    attempt's), else the token counts at `price`, else 0."""
     choices = reply.get("choices") or [{}]
     answer = str((choices[0].get("message") or {}).get("content") or "")
     usage = reply.get("usage") or {}
-    cost = (usage.get("cost") or {}).get("total", 0.0)
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    billed = (usage.get("cost") or {}).get("total")
     routed = reply.get("router") or {}
-    if routed:  # "auto" bills every attempt, not only the one that answered
-        cost = routed.get("total_cost", cost)
+    if routed:
+        billed = routed.get("total_cost", billed)
+    if billed is None:
+        billed = price.cost(prompt, cached, completion) if price else 0.0
     return ItemResult(model=model, suite=suite.name, version=suite.version, seed=seed, item_id=item.id,
-                      score=suite.grade(item, answer), answer=answer,
-                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                      completion_tokens=int(usage.get("completion_tokens", 0)),
-                      cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
-                      latency_s=latency, cost_usd=float(cost), answered_by=reply.get("model"))
+                      score=suite.grade(item, answer), answer=answer, prompt_tokens=prompt,
+                      completion_tokens=completion, cached_tokens=cached, latency_s=latency, cost_usd=float(billed),
+                      answered_by=reply.get("model"))
 
 
 async def run(endpoint: Endpoint, models: Sequence[str], suites: Sequence[Suite], store: ResultStore, *,
-              seed: int, n: int, concurrency: int = 4,
+              seed: int, n: int, concurrency: int = 4, prices: Mapping[str, ListPrice] | None = None,
               on_result: Callable[[ItemResult | None], None] | None = None) -> RunSummary:
     """Run `n` items of every suite against every model, recording each graded result in `store`.
-    `on_result` is called once per item (None for a failed or skipped one): a progress bar's hook."""
+    `prices` cost answers that carry no `usage.cost`; `on_result` is called once per item (None for a
+    failed or skipped one): a progress bar's hook."""
     summary = RunSummary()
     gate = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
@@ -96,7 +114,7 @@ async def run(endpoint: Endpoint, models: Sequence[str], suites: Sequence[Suite]
                                     item_id=item.id, score=0.0, answer="", latency_s=latency,
                                     error=f"HTTP {response.status_code}: {response.text[:500]}")
             else:
-                result = graded(model, suite, seed, item, response.json(), latency)
+                result = graded(model, suite, seed, item, response.json(), latency, (prices or {}).get(model))
             if result is not None:
                 store.append(result)
                 summary.answered += 1
