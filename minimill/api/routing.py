@@ -1,6 +1,7 @@
 """`model: "auto"`: the router's cascade run for one chat request. The cheapest model expected to pass
 answers first; the check (response_format, the user's grader, the model's confidence) decides whether the
-next model of the cascade is asked. Every attempt is billed (its own ledger entry) and listed in the
+next model of the cascade is asked (it is also asked when a model cannot take the request: too long for
+it, or its upstream failed). Every attempt is billed (its own ledger entry) and listed in the
 response's `router` field; `model` is the one that answered."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from minimill.api.charging import charged
 from minimill.api.generation import gather, start
 from minimill.api.schemas import ChatCompletionRequest
 from minimill.api.sse import event, event_stream
-from minimill.errors import ContextOverflow, InvalidRequest
+from minimill.errors import ContextOverflow, InvalidRequest, UpstreamFailed
 from minimill.evals.suites import ALL as SUITES
 from minimill.router.checks import Verdict, check, validate_grader
 from minimill.router.features import detect_task
@@ -72,12 +73,12 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
     response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
     attempts: list[dict[str, Any]] = []
     reply: dict[str, Any] | None = None
-    overflow: ContextOverflow | None = None
+    failure: ContextOverflow | UpstreamFailed | None = None
     for k, model in enumerate(route.cascade):
         try:
             candidate = await attempt(model, body, runtime, rid=f"{rid}-{k}", tenant=tenant)
-        except ContextOverflow as exc:  # the request's length rules this model out; a later one may take it
-            overflow = exc
+        except (ContextOverflow, UpstreamFailed) as exc:  # too long for this model, or its upstream is down:
+            failure = exc                                  # the next model of the cascade may take it
             attempts.append({"model": model, "id": None, "usage": None, "cost": 0.0, "mean_logprob": None,
                              "passed": False, "reason": f"skipped: {exc.message}"})
             continue
@@ -93,9 +94,9 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) 
                          "passed": verdict.passed, "reason": verdict.reason})
         if verdict.passed:
             break
-    if reply is None:  # no model of the cascade can take a request this long
-        assert overflow is not None
-        raise overflow
+    if reply is None:  # no model of the cascade could answer
+        assert failure is not None
+        raise failure
     if not body.logprobs:
         for choice in reply["choices"]:
             if isinstance(choice, dict):

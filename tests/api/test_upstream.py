@@ -121,6 +121,22 @@ def test_an_upstream_is_evaluated_by_the_same_suites(front: Server) -> None:
     assert board["peer"]["cost_per_item_usd"] > board["smollm2-135m"]["cost_per_item_usd"]
 
 
+def test_auto_passes_over_failing_upstreams(front: Server, tmp_path: Path) -> None:
+    # without eval results the cascade is every model by list price, the dearest (peer) last
+    router = front.runtime.router
+    kept, router.store = router.store, ResultStore(tmp_path / "no-results")
+    try:
+        reply = front.client().chat.completions.create(model="auto", messages=QUESTION, max_tokens=4, temperature=0,
+                                                       metadata={"grader": "regex:^NEVER$"}).model_dump()
+    finally:
+        router.store = kept
+    attempts = {a["model"]: a for a in reply["router"]["attempts"]}
+    assert reply["model"] == "peer" and reply["router"]["cascade"][-1] == "peer"
+    assert attempts["dead"]["reason"].startswith("skipped: upstream dead") and attempts["dead"]["cost"] == 0
+    assert attempts["wrongkey"]["reason"].startswith("skipped: upstream wrongkey")
+    assert "grader" in attempts["smollm2-135m"]["reason"]
+
+
 def _kill_soon(server: CliServer, after: float) -> threading.Thread:
     def kill() -> None:
         time.sleep(after)
