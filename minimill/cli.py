@@ -18,6 +18,7 @@ from minimill.models.catalogue import BUNDLED, DEFAULT_MODEL, resolve
 
 if TYPE_CHECKING:
     from minimill.batch.client import BatchClient
+    from minimill.evals.results import ResultStore
     from minimill.evals.runner import ListPrice
 
 app = typer.Typer(help="minimill: an OpenAI-compatible mini mill for tokens.", no_args_is_help=True)
@@ -303,12 +304,11 @@ def _list_prices(base_url: str, api_key: str | None, given: list[str]) -> dict[s
     return prices
 
 
-def _scoreboard_table(store: object, seed: int, suites: list[str] | None = None,
+def _scoreboard_table(store: ResultStore, seed: int, suites: list[str] | None = None,
                       models: list[str] | None = None) -> None:
-    from minimill.evals.results import ResultStore
+    """Print the scoreboard of `seed`'s results (of the given suites and models, if given)."""
     from minimill.evals.scoreboard import Scoreboard
 
-    assert isinstance(store, ResultStore)
     results = [r for r in store.all(seed=seed) if (suites is None or r.suite in suites)
                and (models is None or r.model in models)]
     board = Scoreboard.build(results)
