@@ -258,7 +258,13 @@ def eval_run(
     endpoint = runner.Endpoint(base_url, api_key)
     if not models:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        listed = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=30).json()["data"]
+        try:
+            response = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=30)
+            response.raise_for_status()
+            listed = response.json()["data"]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            console.print(f"[red]cannot list the models of {base_url}: {exc}[/red]")
+            raise typer.Exit(2) from exc
         models = [m["id"] for m in listed if m["id"] not in ("default", "auto")]
     store = ResultStore(data_dir / "evals" / "results")
     prices = _list_prices(base_url, api_key, price or [])

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -15,7 +16,7 @@ import pytest
 from minimill.evals.results import ItemResult, ResultStore
 from minimill.evals.suite import TUNE_SEED
 from minimill.evals.suites import ALL
-from tests.api.conftest import Server, serve
+from tests.api.conftest import Server, free_port, serve
 
 MODELS = ["smollm2-135m", "gemma3-270m"]
 ITEMS = 2
@@ -162,3 +163,12 @@ def test_auto_refuses_what_it_cannot_route(routed: Server) -> None:
     too_long = [{"role": "user", "content": "word " * 3000}]  # longer than any model's context here
     with pytest.raises(openai.BadRequestError, match="context"):
         client.chat.completions.create(model="auto", messages=too_long, metadata={"task": "arithmetic"})
+
+
+def test_eval_refuses_an_unknown_suite_and_an_unreachable_endpoint(tmp_path: Path) -> None:
+    unknown = minimill("eval", "--suites", "telepathy", "--data-dir", str(tmp_path))
+    assert unknown.returncode == 2 and "telepathy" in unknown.stdout + unknown.stderr
+    down = minimill("eval", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--data-dir", str(tmp_path))
+    assert down.returncode == 2 and "cannot list the models" in down.stdout
+    empty = minimill("eval", "report", "--data-dir", str(tmp_path))
+    assert empty.returncode == 2 and "no eval results" in empty.stdout
