@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
@@ -24,6 +25,7 @@ from minimill.errors import ContextOverflow, InvalidRequest, UpstreamFailed
 from minimill.evals.suites import ALL as SUITES
 from minimill.router.checks import Verdict, check, validate_grader
 from minimill.router.features import detect_task
+from minimill.router.policy import Route
 from minimill.runtime import Runtime
 
 
@@ -49,7 +51,18 @@ def mean_logprob(reply: dict[str, Any]) -> float | None:
     return fmean(values) if values else None
 
 
-def _settings(body: ChatCompletionRequest, runtime: Runtime) -> tuple[str | None, str | None, float]:
+@dataclass(frozen=True, slots=True)
+class AutoPlan:
+    """What the router decided for one request, and how each answer will be checked."""
+
+    route: Route
+    grader: str | None
+    min_confidence: float
+    response_format: dict[str, Any] | None
+
+
+def plan(body: ChatCompletionRequest, runtime: Runtime) -> AutoPlan:
+    """Detect the task, look up its route, and read the checks from `metadata` (400 on bad values)."""
     metadata = body.metadata or {}
     text = "\n".join(message.text() for message in body.messages)
     response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
@@ -61,16 +74,17 @@ def _settings(body: ChatCompletionRequest, runtime: Runtime) -> tuple[str | None
     except ValueError:
         raise InvalidRequest("metadata.min_confidence must be a number (a mean log-probability, e.g. -1.0)",
                              param="metadata") from None
-    return task, grader, min_confidence
+    return AutoPlan(runtime.router.route(task), grader, min_confidence, response_format)
 
 
-async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str) -> JSONResponse | StreamingResponse:
+async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str,
+                    decided: AutoPlan) -> JSONResponse | StreamingResponse:
     """Run the cascade; the answer carries `router: {task, reason, attempts, total_cost}`. A streamed
-    request gets the chosen answer as one content chunk (it is only known to pass once it is whole)."""
-    task, grader, min_confidence = _settings(body, runtime)
-    route = runtime.router.route(task)
+    request gets the chosen answer as one content chunk: it is only known to pass once it is whole (the
+    chat route streams a one-model route token by token instead)."""
+    route, response_format = decided.route, decided.response_format
+    task, grader, min_confidence = route.task, decided.grader, decided.min_confidence
     rid = f"chatcmpl-{uuid.uuid4().hex}"
-    response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
     attempts: list[dict[str, Any]] = []
     reply: dict[str, Any] | None = None
     failure: ContextOverflow | UpstreamFailed | None = None

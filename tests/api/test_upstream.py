@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from minimill.evals import runner
-from minimill.evals.results import ResultStore
+from minimill.evals.results import ItemResult, ResultStore
 from minimill.evals.suite import TUNE_SEED
 from minimill.evals.suites import by_name
 from tests.api.conftest import CliServer, Server, cli_server, free_port, serve
@@ -135,6 +135,26 @@ def test_auto_passes_over_failing_upstreams(front: Server, tmp_path: Path) -> No
     assert attempts["dead"]["reason"].startswith("skipped: upstream dead") and attempts["dead"]["cost"] == 0
     assert attempts["wrongkey"]["reason"].startswith("skipped: upstream wrongkey")
     assert "grader" in attempts["smollm2-135m"]["reason"]
+
+
+def test_auto_streams_token_by_token_when_its_route_has_one_model(front: Server, tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "results")
+    for model in ("smollm2-135m", "peer"):  # equal scores: the cheaper model alone, nothing to escalate to
+        store.append(ItemResult(model=model, suite="facts", version="1", seed=TUNE_SEED, item_id="f-0", score=1.0,
+                                answer=""))
+    router = front.runtime.router
+    kept, router.store = router.store, store
+    try:
+        assert router.route("facts").cascade == ("smollm2-135m",)
+        client = front.client()
+        whole = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, max_tokens=16, temperature=0)
+        chunks = list(client.chat.completions.create(model="auto", messages=QUESTION, max_tokens=16, temperature=0,
+                                                     stream=True, metadata={"task": "facts"}))
+    finally:
+        router.store = kept
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1 and all(c.model == "smollm2-135m" for c in chunks)
+    assert "".join(pieces) == whole.choices[0].message.content
 
 
 def _kill_soon(server: CliServer, after: float) -> threading.Thread:

@@ -8,12 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from minimill.api import convert, proxy
+from minimill.api import convert, proxy, routing
 from minimill.api.calls import ChatCall
 from minimill.api.charging import charged
 from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.generation import gather, start, unless_disconnected
-from minimill.api.routing import auto_chat
 from minimill.api.schemas import ChatCompletion, ChatCompletionRequest
 from minimill.api.sse import stream_response
 from minimill.engine.types import ChoiceDelta
@@ -28,8 +27,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     model = runtime.resolve(body.model)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if model == "auto":
-        routed = await unless_disconnected(request, lambda: auto_chat(body, runtime, tenant))
-        return Response(status_code=499) if routed is None else routed
+        decided = routing.plan(body, runtime)
+        if body.stream and len(decided.route.cascade) == 1:
+            model = decided.route.cascade[0]  # nothing to check an answer against: stream it as it comes
+        else:
+            routed = await unless_disconnected(request, lambda: routing.auto_chat(body, runtime, tenant, decided))
+            return Response(status_code=499) if routed is None else routed
     if model in runtime.upstreams:
         return await proxy.forward(runtime.upstreams[model], "/chat/completions", body, request, runtime, rid=rid,
                                    tenant=tenant, kind="chat.completion")
