@@ -74,6 +74,7 @@ def serve(
     import uvicorn
 
     from minimill.api.app import create_app
+    from minimill.router.upstream import display_url
     from minimill.runtime import Runtime
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -101,7 +102,7 @@ def serve(
                       f"{engine.n_ctx} tokens per request")
     server = config.server
     for name, up in runtime.upstreams.items():
-        console.print(f"model [bold]{name}[/bold]: upstream {up.spec.model} at {up.spec.base_url}")
+        console.print(f"model [bold]{name}[/bold]: upstream {up.spec.model} at {display_url(up.spec.base_url)}")
     default = runtime.router.default()
     console.print(f"minimill listening on http://{server.host}:{server.port}/v1 "
                   f"(default model: {default.model}: {default.reason})")

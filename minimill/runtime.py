@@ -48,7 +48,10 @@ def price_book(billing: BillingConfig, params: dict[str, int] | None = None,
     default = configured(model.prices(), billing)
     overrides = {name: configured(scaled(n).prices(), billing) for name, n in (params or {}).items()}
     for spec in upstreams:
-        overrides[spec.name] = configured(default, spec)
+        prices = configured(default, spec)
+        if spec.price_input is not None and spec.price_cached_input is None:  # no discount known: full price
+            prices = replace(prices, cached_input=prices.input)
+        overrides[spec.name] = prices
     return PriceBook(default, overrides)
 
 

@@ -4,6 +4,7 @@ model name, and billed here from the upstream's reported usage at the upstream's
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,17 +18,27 @@ from minimill.api.generation import unless_disconnected
 from minimill.api.schemas import SamplingFields
 from minimill.api.sse import event, event_stream
 from minimill.engine.types import Usage
-from minimill.errors import MinimillError
+from minimill.errors import MinimillError, UpstreamFailed
 from minimill.router.upstream import Upstream
 from minimill.runtime import Runtime
 
+log = logging.getLogger(__name__)
 
-def _usage(raw: Any) -> Usage:
-    raw = raw if isinstance(raw, dict) else {}
-    details = raw.get("prompt_tokens_details") or {}
-    return Usage(prompt_tokens=int(raw.get("prompt_tokens") or 0),
-                 completion_tokens=int(raw.get("completion_tokens") or 0),
-                 cached_tokens=int(details.get("cached_tokens") or 0))
+
+def _usage(raw: Any, upstream: Upstream) -> Usage:
+    """Token counts from an upstream's `usage` (clamped: nothing negative, cached <= prompt); UpstreamFailed
+    when they are missing or unreadable, since the request is billed from them."""
+    if isinstance(raw, dict):
+        details = raw.get("prompt_tokens_details")
+        try:
+            prompt = max(0, int(raw.get("prompt_tokens") or 0))
+            completion = max(0, int(raw.get("completion_tokens") or 0))
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+            return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=min(max(cached, 0), prompt))
+        except (TypeError, ValueError, OverflowError):
+            pass
+    raise UpstreamFailed(f"upstream {upstream.name} reported no readable token usage, so the answer cannot be "
+                         "billed", code="upstream_error")
 
 
 async def _bill(runtime: Runtime, upstream: Upstream, *, rid: str, tenant: str, kind: str,
@@ -41,7 +52,8 @@ async def answer(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
                  kind: str) -> dict[str, Any]:
     """A whole answer from the upstream, renamed and billed (its `usage.cost` is what we charged)."""
     reply = await upstream.post(path, {**body, "stream": False})
-    billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=_usage(reply.get("usage")))
+    usage = _usage(reply.get("usage"), upstream)
+    billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage)
     reply.update(id=rid, model=upstream.name, usage=billed)
     return reply
 
@@ -54,19 +66,22 @@ async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
     first = await anext(events, None)  # refused, timed out or rejected: an HTTP status, not a broken stream
 
     async def body_events() -> AsyncIterator[str]:
-        usage, created = Usage(0, 0, 0), int(time.time())
+        usage, created = None, int(time.time())
         pending = first
         try:
             while pending is not None:
                 item, pending = pending, None
                 if item.get("usage"):
-                    usage = _usage(item["usage"])
+                    usage = _usage(item["usage"], upstream)
                 item.update(id=rid, model=upstream.name, usage=None)
                 created = item.get("created", created)
                 if item.get("choices"):
                     yield event(item)
                 pending = await anext(events, None)
-            billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage)
+            if usage is None:  # the answer is out already: bill what is known, and say so
+                log.warning("upstream %s streamed no usage although asked to: request %s billed as 0 tokens",
+                            upstream.name, rid)
+            billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage or Usage(0, 0, 0))
             if include_usage:
                 yield event({"id": rid, "object": f"{kind}.chunk" if kind == "chat.completion" else kind,
                              "created": created, "model": upstream.name, "choices": [], "usage": billed})
@@ -82,7 +97,7 @@ async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
 async def forward(upstream: Upstream, path: str, body: SamplingFields, request: Request, runtime: Runtime, *,
                   rid: str, tenant: str, kind: str) -> Response | dict[str, Any]:
     """An online request for an upstream model, streamed or whole (499 when the client left first)."""
-    payload = body.model_dump(exclude_unset=True)
+    payload = body.model_dump(exclude_unset=True, by_alias=True)
     if body.stream:
         include = body.stream_options is not None and body.stream_options.include_usage
         return await stream(upstream, path, payload, runtime, rid=rid, tenant=tenant, kind=kind, include_usage=include)

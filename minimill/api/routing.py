@@ -6,6 +6,8 @@ response's `router` field; `model` is the one that answered."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +23,7 @@ from minimill.api.charging import charged
 from minimill.api.generation import gather, start
 from minimill.api.schemas import ChatCompletionRequest
 from minimill.api.sse import event, event_stream
-from minimill.errors import ContextOverflow, InvalidRequest, UpstreamFailed
+from minimill.errors import CapacityExceeded, ContextOverflow, InvalidRequest, MinimillError, UpstreamFailed
 from minimill.evals.suites import ALL as SUITES
 from minimill.router.checks import Verdict, check, validate_grader
 from minimill.router.features import detect_task
@@ -34,9 +36,10 @@ async def attempt(model: str, body: ChatCompletionRequest, runtime: Runtime, *, 
     """One whole, billed chat answer from a local or upstream model, with token log-probabilities."""
     asked = body.model_copy(update={"model": model, "stream": False, "logprobs": True})
     if model in runtime.upstreams:
-        return await proxy.answer(runtime.upstreams[model], "/chat/completions",
-                                  {**asked.model_dump(exclude_unset=True), "model": model, "logprobs": True},
-                                  runtime, rid=rid, tenant=tenant, kind="chat.completion")
+        payload = {**asked.model_dump(exclude_unset=True, by_alias=True), "logprobs": True}
+        payload.pop("stream_options", None)  # not allowed on a request that does not stream
+        return await proxy.answer(runtime.upstreams[model], "/chat/completions", payload, runtime, rid=rid,
+                                  tenant=tenant, kind="chat.completion")
     call = ChatCall.prepare(asked, runtime, tenant)
     stream = charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
                      model=call.engine.name, kind=call.kind, use=call.use, prompts=1)
@@ -45,10 +48,20 @@ async def attempt(model: str, body: ChatCompletionRequest, runtime: Runtime, *, 
 
 
 def mean_logprob(reply: dict[str, Any]) -> float | None:
-    """Mean log-probability of the first choice's tokens (None when the model gave none)."""
-    content = ((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content") or []
-    values = [float(token["logprob"]) for token in content if token.get("logprob") is not None]
-    return fmean(values) if values else None
+    """Mean log-probability of the first choice's tokens (None when the model gave none, or an upstream gave
+    something unreadable: then confidence is not checked)."""
+    try:
+        content = ((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content") or []
+        values = [float(token["logprob"]) for token in content if token.get("logprob") is not None]
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+        return None
+    return fmean(values) if values and all(math.isfinite(v) for v in values) else None
+
+
+def _answer_text(reply: dict[str, Any]) -> str:
+    choices = reply.get("choices") or [{}]
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    return str(message.get("content") or "") if isinstance(message, dict) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +84,8 @@ def plan(body: ChatCompletionRequest, runtime: Runtime) -> AutoPlan:
     validate_grader(grader)
     try:
         min_confidence = float(metadata.get("min_confidence", runtime.config.routing.min_confidence))
+        if not math.isfinite(min_confidence):
+            raise ValueError(min_confidence)
     except ValueError:
         raise InvalidRequest("metadata.min_confidence must be a number (a mean log-probability, e.g. -1.0)",
                              param="metadata") from None
@@ -87,22 +102,24 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str,
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     attempts: list[dict[str, Any]] = []
     reply: dict[str, Any] | None = None
-    failure: ContextOverflow | UpstreamFailed | None = None
+    failure: MinimillError | None = None
     for k, model in enumerate(route.cascade):
         try:
             candidate = await attempt(model, body, runtime, rid=f"{rid}-{k}", tenant=tenant)
-        except (ContextOverflow, UpstreamFailed) as exc:  # too long for this model, or its upstream is down:
-            failure = exc                                  # the next model of the cascade may take it
+        except (ContextOverflow, UpstreamFailed, CapacityExceeded, InvalidRequest) as exc:
+            # too long for this model, its queue full, or its upstream down or refusing: the next may take it
+            if isinstance(exc, InvalidRequest) and not isinstance(exc, ContextOverflow) \
+                    and exc.code != "upstream_invalid_request":
+                raise
+            failure = exc
             attempts.append({"model": model, "id": None, "usage": None, "cost": 0.0, "mean_logprob": None,
                              "passed": False, "reason": f"skipped: {exc.message}"})
             continue
         reply = candidate
-        first = (reply["choices"] or [{}])[0]
-        text = str((first.get("message") or {}).get("content") or "")
         confidence = mean_logprob(reply)
         verdict = (Verdict(True, "last model of the cascade") if k == len(route.cascade) - 1 else
-                   check(text, response_format=response_format, mean_logprob=confidence,
-                         min_confidence=min_confidence, grader=grader))
+                   await asyncio.to_thread(check, _answer_text(reply), response_format=response_format,
+                                           mean_logprob=confidence, min_confidence=min_confidence, grader=grader))
         attempts.append({"model": model, "id": f"{rid}-{k}", "usage": reply["usage"],
                          "cost": reply["usage"]["cost"]["total"], "mean_logprob": confidence,
                          "passed": verdict.passed, "reason": verdict.reason})

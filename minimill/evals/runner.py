@@ -1,8 +1,9 @@
 """Puts suite items to any OpenAI-compatible endpoint (minimill by default) and records graded results.
 
 Greedy decoding (temperature 0), a few requests in flight at once, and resumable: items already in
-the result store are skipped. Transport failures and 5xx answers are not recorded (the item runs
-again next time); a 4xx answer is the endpoint's verdict on the request and is recorded with score 0.
+the result store are skipped. Transport failures and error answers are not recorded (the item runs
+again next time), except 400 and 422: the endpoint's verdict on the request itself (too long for the
+model, a schema it cannot follow), recorded with score 0.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import httpx
 from minimill.evals.results import ItemResult, ResultStore
 from minimill.evals.suite import Item, Suite
 
+REFUSED = (400, 422)  # statuses that judge the item's request, not the endpoint's state
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where to send requests: the API root (".../v1") and the key, if it wants one."""
 
     base_url: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     timeout: float = 300.0
 
 
@@ -105,7 +108,7 @@ async def run(endpoint: Endpoint, models: Sequence[str], suites: Sequence[Suite]
                         on_result(None)
                     return
                 latency = time.monotonic() - started
-            if response.status_code >= 500:
+            if response.status_code >= 400 and response.status_code not in REFUSED:
                 summary.failed += 1
                 summary.failures.append(f"{model} {item.id}: HTTP {response.status_code} {response.text[:200]}")
                 result = None

@@ -72,6 +72,10 @@ class ModelScore:
             return float("inf") if self.quality > 0 else 0.0
         return self.quality / self.cost_per_item
 
+    def on(self, suites: set[str]) -> ModelScore:
+        """The same model measured on `suites` only (all of its suites when empty)."""
+        return ModelScore(self.model, {k: v for k, v in self.suites.items() if not suites or k in suites})
+
     def as_dict(self) -> dict[str, object]:
         """JSON for `/v1/models` and `/v1/evals`."""
         return {"quality": round(self.quality, 4), "cost_per_item_usd": self.cost_per_item,
@@ -118,12 +122,16 @@ class Scoreboard:
 
     def choose_default(self, candidates: Sequence[str], *, floor: float, override: str | None = None) -> DefaultChoice:
         """The candidate with the highest quality per dollar among those whose quality is at least
-        `floor`; the override when one is configured; the first candidate when none is measured."""
+        `floor`; the override when one is configured; the first candidate when none is measured. Models
+        are compared on the suites all of them were measured on (one easy suite must not win it)."""
         if override is not None:
             return DefaultChoice(override, "set by configuration (--default-model)")
-        measured = [self.models[m] for m in candidates if m in self.models and self.models[m].suites]
+        measured = [self.models[m].on(set()) for m in candidates if m in self.models and self.models[m].suites]
         if not measured:
             return DefaultChoice(candidates[0], "no eval results yet: the first served model")
+        common = set.intersection(*(set(m.suites) for m in measured))
+        if common:
+            measured = [m.on(common) for m in measured]
         good = [m for m in measured if m.quality >= floor]
         if not good:
             best = max(measured, key=lambda m: m.quality)

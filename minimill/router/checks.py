@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import regex
 
 from minimill.errors import InvalidRequest
 
 GRADERS = ("json", "integer", "number", "nonempty", "regex:<pattern>")
+# A user's pattern runs against each answer: `regex` can stop one that backtracks without end.
+REGEX_SECONDS = 0.1
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -31,8 +34,8 @@ def validate_grader(name: str | None) -> None:
         return
     if name.startswith("regex:"):
         try:
-            re.compile(name[6:])
-        except re.error as exc:
+            regex.compile(name[6:])
+        except Exception as exc:  # regex.error, and OverflowError/RecursionError on absurd patterns
             raise InvalidRequest(f"metadata.grader: bad regular expression: {exc}", param="metadata") from None
         return
     raise InvalidRequest(f"metadata.grader must be one of {', '.join(GRADERS)}", param="metadata")
@@ -47,7 +50,7 @@ def check(text: str, *, response_format: Mapping[str, Any] | None, mean_logprob:
     if kind in ("json_object", "json_schema"):
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return Verdict(False, "response_format: the answer is not JSON")
         if not isinstance(value, dict):
             return Verdict(False, "response_format: the answer is not a JSON object")
@@ -57,8 +60,8 @@ def check(text: str, *, response_format: Mapping[str, Any] | None, mean_logprob:
                 jsonschema.validate(value, schema)
             except jsonschema.ValidationError as exc:
                 return Verdict(False, f"response_format: schema violated ({exc.message[:120]})")
-            except jsonschema.SchemaError:
-                pass  # a schema jsonschema cannot read was already accepted for generation; do not escalate on it
+            except Exception:  # noqa: BLE001 - a schema jsonschema cannot use (bad, unresolvable refs) was
+                pass           # already accepted for generation: the answer is not escalated over it
     if grader is not None and not _graded(grader, text.strip()):
         return Verdict(False, f"grader {grader} rejected the answer")
     if mean_logprob is not None and mean_logprob < min_confidence:
@@ -70,7 +73,7 @@ def _graded(grader: str, text: str) -> bool:
     if grader == "json":
         try:
             json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         return True
     if grader == "integer":
@@ -79,4 +82,7 @@ def _graded(grader: str, text: str) -> bool:
         return _NUMBER.fullmatch(text.replace(",", "")) is not None
     if grader == "nonempty":
         return bool(text)
-    return re.fullmatch(grader[6:], text, flags=re.DOTALL) is not None
+    try:
+        return regex.fullmatch(grader[6:], text, flags=regex.DOTALL, timeout=REGEX_SECONDS) is not None
+    except TimeoutError:
+        return False  # a pattern that cannot decide in time does not pass the answer

@@ -9,12 +9,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from minimill.evals import runner
 from minimill.evals.results import ItemResult, ResultStore
@@ -38,8 +41,51 @@ def victim_port() -> int:
     return free_port()
 
 
+def misbehaving_app() -> FastAPI:
+    """A real HTTP peer that breaks the OpenAI contract in one way per path prefix."""
+    app = FastAPI()
+
+    @app.post("/{mode}/v1/chat/completions")
+    async def answer(mode: str, request: Request) -> Response:
+        body = await request.json()
+        if mode == "list":
+            return JSONResponse([1, 2, 3])
+        if mode == "badusage":
+            return JSONResponse({"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": "x"}})
+        if mode == "leaky":  # as OpenAI does: the refusal quotes (part of) the key
+            return JSONResponse({"error": {"message": f"Incorrect API key provided: {PEER_KEY}"}}, status_code=401)
+        if mode == "trickle":
+            async def slowly() -> AsyncIterator[bytes]:
+                for _ in range(100):
+                    yield b" "
+                    await asyncio.sleep(0.1)
+            return StreamingResponse(slowly(), media_type="application/json")
+        if mode == "garbage" and body.get("stream"):
+            async def events() -> AsyncIterator[bytes]:
+                yield b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+                yield b"data: [1, 2]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({"error": {"message": "unexpected"}}, status_code=500)
+
+    return app
+
+
 @pytest.fixture(scope="module")
-def front(tmp_path_factory: pytest.TempPathFactory, peer: CliServer, victim_port: int) -> Iterator[Server]:
+def misbehaving() -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(misbehaving_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory: pytest.TempPathFactory, peer: CliServer, victim_port: int,
+          misbehaving: str) -> Iterator[Server]:
     os.environ["TEST_PEER_KEY"] = PEER_KEY
     os.environ["TEST_WRONG_KEY"] = "sk-wrong"
     try:
@@ -48,7 +94,9 @@ def front(tmp_path_factory: pytest.TempPathFactory, peer: CliServer, victim_port
             f"slow={peer.url}/v1,model=smollm2-135m,key-env=TEST_PEER_KEY,timeout=0.3",
             f"wrongkey={peer.url}/v1,model=smollm2-135m,key-env=TEST_WRONG_KEY",
             f"dead=http://127.0.0.1:{free_port()}/v1,model=smollm2-135m",
-            f"victim=http://127.0.0.1:{victim_port}/v1,model=smollm2-135m"])
+            f"victim=http://127.0.0.1:{victim_port}/v1,model=smollm2-135m",
+            *(f"{mode}={misbehaving}/{mode}/v1,timeout=1,key-env=TEST_PEER_KEY"
+              for mode in ("list", "badusage", "leaky", "trickle", "garbage"))])
     finally:
         del os.environ["TEST_PEER_KEY"], os.environ["TEST_WRONG_KEY"]
 
@@ -155,6 +203,25 @@ def test_auto_streams_token_by_token_when_its_route_has_one_model(front: Server,
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 1 and all(c.model == "smollm2-135m" for c in chunks)
     assert "".join(pieces) == whole.choices[0].message.content
+
+
+def test_an_upstream_that_breaks_the_contract_is_a_clean_error(front: Server, caplog: pytest.LogCaptureFixture) -> None:
+    client = front.client()
+    for model in ("list", "badusage"):
+        with pytest.raises(openai.InternalServerError) as broken:
+            client.chat.completions.create(model=model, messages=QUESTION, max_tokens=4)
+        assert broken.value.status_code == 502 and broken.value.code == "upstream_error"
+    with caplog.at_level(logging.DEBUG), pytest.raises(openai.InternalServerError) as leaky:
+        client.chat.completions.create(model="leaky", messages=QUESTION, max_tokens=4)
+    assert leaky.value.status_code == 502 and PEER_KEY not in str(leaky.value.body) and PEER_KEY not in caplog.text
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as trickled:  # a byte every 0.1 s never ends a 1 s timeout
+        client.chat.completions.create(model="trickle", messages=QUESTION, max_tokens=4)
+    assert trickled.value.status_code == 504 and time.monotonic() - started < 5
+    stream = client.chat.completions.create(model="garbage", messages=QUESTION, max_tokens=4, stream=True)
+    with pytest.raises(openai.APIError, match="unreadable event"):
+        for _ in stream:
+            pass
 
 
 def _kill_soon(server: CliServer, after: float) -> threading.Thread:

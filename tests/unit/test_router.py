@@ -64,6 +64,15 @@ def test_default_is_best_quality_per_dollar_above_the_floor() -> None:
     assert board.choose_default(["new"], floor=0.2).reason.startswith("no eval results")
 
 
+def test_default_compares_models_on_the_suites_they_share() -> None:
+    rows = (results("lucky", "easy", [1, 1, 1, 0], 0.001)  # measured on the easy suite only: 0.75 overall
+            + results("broad", "easy", [1, 1, 1, 1], 0.001) + results("broad", "hard", [0, 0, 0, 0], 0.001))
+    board = Scoreboard.build(rows)
+    assert board.models["lucky"].quality > board.models["broad"].quality  # 0.75 vs 0.5 over their own suites
+    choice = board.choose_default(["lucky", "broad"], floor=0.2)
+    assert choice.model == "broad" and "over 1 suites" in choice.reason  # 1.0 vs 0.75 on the shared suite
+
+
 def test_newest_suite_version_wins() -> None:
     old = results("m", "a", [0, 0], 0.001)
     new = [ItemResult(model="m", suite="a", version="2", seed=TUNE_SEED, item_id=f"a-{i}", score=1.0, answer="")
@@ -164,4 +173,6 @@ def test_prices_scale_with_parameters_and_upstreams_are_priced_by_spec() -> None
     assert double.input == pytest.approx(2 * small.input, rel=1e-5)
     peer = book.for_model("peer")
     assert (peer.input, peer.output) == (Decimal("0.25"), Decimal("1.0"))
-    assert peer.cached_input == book.default.cached_input
+    assert peer.cached_input == Decimal("0.25")  # no discount given: cached tokens at the full input price
+    unpriced = price_book(BillingConfig(), {}, (UpstreamSpec(name="free", base_url="http://x/v1", model="m"),))
+    assert unpriced.for_model("free") == unpriced.default

@@ -97,7 +97,8 @@ def test_registry_has_the_twelve_suites_in_order() -> None:
 
 @pytest.mark.parametrize("suite", ALL, ids=lambda s: s.name)
 def test_suite_metadata(suite: Suite) -> None:
-    assert suite.version == "1"
+    # bumped when grading changed: arithmetic accepts thousands separators, facts reads symbols as spaces
+    assert suite.version == {"arithmetic": "2", "facts": "2"}.get(suite.name, "1")
     assert suite.description and "\n" not in suite.description
     assert suite.keywords and all(k == k.lower() for k in suite.keywords)
 
@@ -363,3 +364,12 @@ def test_cleaning_grader_gives_partial_credit_per_field() -> None:
     assert cleaning.grade(it, right.replace("+1555", "555").replace("John Smith", "Smith John")) == pytest.approx(5 / 7)
     assert cleaning.grade(it, right.replace(",United States", "")) == 0.0  # six fields: not parseable
     assert cleaning.grade(it, "I cannot clean this row.") == 0.0
+
+
+def test_graders_fixed_after_review() -> None:
+    arithmetic, facts = by_name("arithmetic"), by_name("facts")
+    big = next(i for i in arithmetic.generate(1, 200) if abs(i.reference) >= 1000)
+    assert arithmetic.grade(big, f"{big.reference:,}") == 1.0
+    assert arithmetic.grade(big, f"{big.reference // 10},{abs(big.reference) % 10}") == 0.0  # not a separator
+    boiling = next(i for i in facts.generate(1, 84) if "100" in i.reference)
+    assert facts.grade(boiling, "100°C") == 1.0 and facts.grade(boiling, "1000°C") == 0.0

@@ -10,6 +10,7 @@ from minimill.evals.suites._common import score, seeded, short_answer, user_item
 
 NAME = "arithmetic"
 _INTEGER = re.compile(r"[-−]?\d+")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
 def _expression(rng: random.Random) -> tuple[str, int]:
@@ -42,13 +43,14 @@ def generate(seed: int, n: int) -> list[Item]:
 
 
 def grade(item: Item, answer: str) -> float:
-    """1 if the answer is exactly the reference integer (a trailing period or "Answer:" prefix allowed)."""
-    text = short_answer(answer)
+    """1 if the answer is exactly the reference integer (a trailing period, an "Answer:" prefix and thousands
+    separators allowed)."""
+    text = _THOUSANDS.sub("", short_answer(answer))
     return score(bool(_INTEGER.fullmatch(text)) and int(text.replace("−", "-")) == item.reference)
 
 
 SUITE = Suite(
-    name=NAME, version="1", description="Integer arithmetic: +, -, * and small bracketed two-step expressions.",
+    name=NAME, version="2", description="Integer arithmetic: +, -, * and small bracketed two-step expressions.",
     generate=generate, grade=grade,
     keywords=("calculate", "compute", "what is", "how much is", "sum of", "product of", "plus", "minus", "times",
               "multiplied by", "+", "*"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from minimill.evals.suite import Item, Suite
 from minimill.evals.suites._common import score, seeded, strip_accents, user_item, words_only
@@ -101,8 +102,10 @@ _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
 
 def normalise(text: str) -> str:
-    """Lower case, accents, punctuation and articles removed, spaces collapsed: the form answers are compared in."""
-    return " ".join(_ARTICLES.sub(" ", words_only(strip_accents(text))).split())
+    """Lower case, accents, punctuation, symbols and articles removed, spaces collapsed: the form answers are
+    compared in ("100°C" reads as "100 c")."""
+    spaced = "".join(" " if unicodedata.category(c).startswith("S") else c for c in strip_accents(text))
+    return " ".join(_ARTICLES.sub(" ", words_only(spaced)).split())
 
 
 def generate(seed: int, n: int) -> list[Item]:
@@ -128,7 +131,7 @@ def grade(item: Item, answer: str) -> float:
 
 
 SUITE = Suite(
-    name=NAME, version="1", description="Factual recall: capitals, chemical symbols, planets, authors, basics.",
+    name=NAME, version="2", description="Factual recall: capitals, chemical symbols, planets, authors, basics.",
     generate=generate, grade=grade,
     keywords=("what is the capital", "capital of", "who wrote", "who painted", "chemical symbol", "which planet",
               "how many", "fact", "trivia"),
