@@ -44,7 +44,8 @@ MODELS = ["smollm2-135m", "gemma3-270m"]
 
 def split(results: list[ItemResult], model: str) -> dict[str, Any]:
     """Quality (mean over suites) and total cost of one model's held-out results."""
-    mine = [r for r in results if r.model == model]
+    versions = {s.name: s.version for s in ALL}
+    mine = [r for r in results if r.model == model and versions.get(r.suite) == r.version]
     per_suite = {s.name: fmean(r.score for r in mine if r.suite == s.name) for s in ALL
                  if any(r.suite == s.name for r in mine)}
     return {"quality": fmean(per_suite.values()), "cost_usd": sum(r.cost_usd for r in mine), "items": len(mine),
