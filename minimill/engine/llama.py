@@ -151,10 +151,13 @@ class SamplerChain:
 
     Stateful (penalty history, grammar position, RNG); `sample` also accepts the drawn token.
 
-    A greedy choice with a grammar keeps the grammar out of the chain: it takes the best token and asks
-    the grammar about that one token, filtering the whole vocabulary only when it is refused. Same token
-    as filtering first (the best allowed token is the best token whenever that one is allowed), without
-    checking every vocabulary entry (262k for Gemma) at every step. `grammar_first` turns this off.
+    With a grammar, a choice that is greedy or samples with temperature alone keeps the grammar out of
+    the chain: it draws a token from the whole vocabulary and asks the grammar about that one token,
+    filtering the whole vocabulary and drawing again only when it is refused. Same outcome as filtering
+    first: greedy, the best allowed token is the best token whenever that one is allowed; sampling, an
+    allowed token t comes out with q(t) + (1 - S) q(t) / S = q(t) / S (S: the allowed tokens' mass), the
+    filtered distribution. Not with top-k/top-p/min-p, whose cut depends on what is filtered: those filter
+    first. Saves checking every vocabulary entry (262k for Gemma) at every step; `grammar_first` turns it off.
     """
 
     def __init__(self, model: LlamaModel, params: SamplingParams, seed: int | None, *,
@@ -178,7 +181,8 @@ class SamplerChain:
             if not grammar:
                 self.close()
                 raise InvalidRequest("the grammar could not be parsed", param="response_format")
-            if params.greedy and not grammar_first:
+            unfiltered = params.top_k <= 0 and params.top_p >= 1.0 and params.min_p <= 0.0
+            if not grammar_first and (params.greedy or unfiltered):
                 self._grammar = grammar
                 self._ids = np.arange(model.n_vocab, dtype=np.int32)
                 self._candidates = np.zeros(model.n_vocab, dtype=TOKEN_DATA)
@@ -210,7 +214,8 @@ class SamplerChain:
         return token
 
     def _pick(self, logits: np.ndarray, *, grammar: bool) -> int:
-        """The chain's choice over every token (only those the grammar allows, with `grammar`); accepts nothing."""
+        """The chain's choice (a draw, when sampling) over every token, or only those the grammar allows with
+        `grammar`; accepts nothing."""
         candidates = self._candidates
         candidates["id"] = self._ids  # samplers sort and rewrite the array in place: refill it each time
         candidates["logit"] = logits
