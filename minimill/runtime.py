@@ -13,7 +13,7 @@ from minimill.billing.prices import CostModel, PriceBook, Prices
 from minimill.config import BillingConfig, Config, UpstreamSpec
 from minimill.engine.engine import Engine
 from minimill.engine.llama import LlamaModel
-from minimill.errors import NotFound
+from minimill.errors import InvalidRequest, NotFound
 from minimill.evals.results import ResultStore
 from minimill.kv.caches import Caches
 from minimill.kv.tiers import TierLimits, TierStore
@@ -129,11 +129,17 @@ class Runtime:
                        f"{', '.join([*self.model_ids, 'default', 'auto'])})", param="model", code="model_not_found")
 
     def engine_for(self, model: str) -> Engine:
-        """The local engine serving `model` ("default" resolved); NotFound for an id no local engine serves."""
-        engine = self.engines.get(self.resolve(model) if model == "default" else model)
+        """The local engine serving `model` ("default" resolved). InvalidRequest for "auto" or an upstream
+        model (what needs an engine, such as prompt caches and batches, works with local models only);
+        NotFound for an id that is not served at all."""
+        name = self.resolve(model) if model == "default" else model
+        engine = self.engines.get(name)
         if engine is None:
-            served = ", ".join(self.engines)
-            raise NotFound(f"The model '{model}' does not exist or is not served here (served: {served})",
+            local = ", ".join(self.engines)
+            if name == "auto" or name in self.upstreams:
+                raise InvalidRequest(f"The model '{model}' is not a local model: this works with the models served "
+                                     f"here ({local})", param="model", code="model_not_supported")
+            raise NotFound(f"The model '{model}' does not exist or is not served here (served: {local})",
                            param="model", code="model_not_found")
         return engine
 

@@ -122,6 +122,12 @@ def test_an_upstream_answers_as_the_same_model_would_locally_and_is_billed_here(
     assert any(row["model"] == "peer" and row["requests"] >= 1 for row in usage["data"])
 
 
+def test_what_needs_a_local_engine_refuses_upstream_and_auto(front: Server) -> None:
+    for model in ("peer", "auto"):
+        refused = httpx.post(f"{front.url}/v1/caches", json={"model": model, "prompt": "A long instruction."})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_not_supported"
+
+
 def test_an_upstream_streams_and_completes(front: Server) -> None:
     client = front.client()
     whole = client.chat.completions.create(model="peer", messages=QUESTION, max_tokens=16, temperature=0)
