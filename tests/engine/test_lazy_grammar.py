@@ -5,6 +5,7 @@ valid and reproducible by seed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -16,54 +17,18 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"
           "required": ["name", "age", "tags"]}
 
 
-@pytest.mark.parametrize("penalty", [0.0, 0.8])
-def test_lazy_grammar_matches_grammar_first_token_for_token(model: LlamaModel, penalty: float) -> None:
-    params = SamplingParams(max_tokens=60, temperature=0.0, presence_penalty=penalty,
-                            grammar=json_schema_to_grammar(SCHEMA))
-    lazy, strict = model.make_sampler(params, None), type(model.make_sampler(params, None))
-    strict_chain = strict(model, params, None, grammar_first=True)
+def generate(model: LlamaModel, text: str, choose: Callable[[LlamaContext, int], int], max_tokens: int) -> str:
+    """Decode `text`, then the tokens `choose(ctx, row)` picks, until the end of generation."""
     ctx = LlamaContext(model, ContextShape(n_ctx=512, n_seq_max=1, n_batch=512, threads=2))
     batch = TokenBatch(512)
     try:
-        prompt = model.tokenize("Describe a person called Anna, aged 34, who likes tea and chess, as JSON: ")
+        prompt = model.tokenize(text)
         for pos, token in enumerate(prompt):
             row = batch.add(token, pos, 0, pos == len(prompt) - 1)
         assert ctx.decode(batch) == 0
-        produced, refused = [], 0
-        for pos in range(len(prompt), len(prompt) + params.max_tokens):
-            best = int(ctx.logits(row).argmax())
-            token = lazy.sample(ctx, row)
-            assert strict_chain.sample(ctx, row) == token
-            refused += token != best and penalty == 0.0
-            if model.is_eog(token):
-                break
-            produced.append(token)
-            batch.clear()
-            row = batch.add(token, pos, 0, True)
-            assert ctx.decode(batch) == 0
-        value = json.loads(model.detokenize(produced))
-        assert set(value) == {"name", "age", "tags"} and isinstance(value["age"], int)
-        if penalty == 0.0:
-            assert refused > 0  # the fallback path ran: the grammar overruled the unconstrained best token
-    finally:
-        for chain in (lazy, strict_chain):
-            chain.close()
-        batch.close()
-        ctx.close()
-
-
-def _generate(model: LlamaModel, params: SamplingParams, seed: int) -> str:
-    chain = model.make_sampler(params, seed)
-    ctx = LlamaContext(model, ContextShape(n_ctx=512, n_seq_max=1, n_batch=512, threads=2))
-    batch = TokenBatch(512)
-    try:
-        prompt = model.tokenize("A person as JSON: ")
-        for pos, token in enumerate(prompt):
-            row = batch.add(token, pos, 0, pos == len(prompt) - 1)
-        assert ctx.decode(batch) == 0
-        produced = []
-        for pos in range(len(prompt), len(prompt) + params.max_tokens):
-            token = chain.sample(ctx, row)
+        produced: list[int] = []
+        for pos in range(len(prompt), len(prompt) + max_tokens):
+            token = choose(ctx, row)
             if model.is_eog(token):
                 break
             produced.append(token)
@@ -72,16 +37,52 @@ def _generate(model: LlamaModel, params: SamplingParams, seed: int) -> str:
             assert ctx.decode(batch) == 0
         return model.detokenize(produced)
     finally:
-        chain.close()
         batch.close()
         ctx.close()
 
 
+def valid(text: str) -> bool:
+    value = json.loads(text)
+    return set(value) == {"name", "age", "tags"} and isinstance(value["age"], int)
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.8])
+def test_lazy_grammar_matches_grammar_first_token_for_token(model: LlamaModel, penalty: float) -> None:
+    params = SamplingParams(max_tokens=60, temperature=0.0, presence_penalty=penalty,
+                            grammar=json_schema_to_grammar(SCHEMA))
+    lazy = model.make_sampler(params, None)
+    strict = type(lazy)(model, params, None, grammar_first=True)
+    refused = 0
+
+    def both(ctx: LlamaContext, row: int) -> int:
+        nonlocal refused
+        best = int(ctx.logits(row).argmax())
+        token = lazy.sample(ctx, row)
+        assert strict.sample(ctx, row) == token
+        refused += token != best
+        return token
+
+    try:
+        text = generate(model, "Describe a person called Anna, aged 34, who likes tea and chess, as JSON: ", both,
+                        params.max_tokens)
+    finally:
+        lazy.close()
+        strict.close()
+    assert valid(text)
+    assert refused > 0  # the fallback ran: the grammar overruled the unconstrained best token (or a penalty did)
+
+
 def test_sampled_lazy_grammar_stays_valid_and_reproducible(model: LlamaModel) -> None:
     params = SamplingParams(max_tokens=80, temperature=1.2, grammar=json_schema_to_grammar(SCHEMA))
-    outputs = [_generate(model, params, seed) for seed in (1, 2, 3)]
-    for text in outputs:
-        value = json.loads(text)
-        assert set(value) == {"name", "age", "tags"} and isinstance(value["age"], int)
+
+    def sampled(seed: int) -> str:
+        chain = model.make_sampler(params, seed)
+        try:
+            return generate(model, "A person as JSON: ", chain.sample, params.max_tokens)
+        finally:
+            chain.close()
+
+    outputs = [sampled(seed) for seed in (1, 2, 3)]
+    assert all(valid(text) for text in outputs)
     assert len(set(outputs)) > 1  # it does sample
-    assert _generate(model, params, 2) == outputs[1]  # and the seed fixes the draw
+    assert sampled(2) == outputs[1]  # and the seed fixes the draw
