@@ -227,13 +227,13 @@ DataDirOpt = Annotated[Path, typer.Option(envvar="MINIMILL_DATA_DIR", help="Wher
 @eval_app.callback(invoke_without_command=True)
 def eval_run(
     context: typer.Context,
-    models: Annotated[list[str] | None, typer.Option("--models", "-m", help="Models to evaluate; repeat "
-                                                     "[every model the endpoint lists].")] = None,
+    models: Annotated[list[str] | None, typer.Option("--models", "-m", help="Models to evaluate (\"auto\" too); "
+                                                     "repeat [every model the endpoint lists].")] = None,
     suites: Annotated[list[str] | None, typer.Option("--suites", "-s", help="Suites to run; repeat [all].")] = None,
-    items: Annotated[int, typer.Option("--items", "-n", help="Items per suite.")] = 50,
+    items: Annotated[int, typer.Option("--items", "-n", min=1, help="Items per suite.")] = 50,
     seed: Annotated[int, typer.Option(help="Item split: 1 = the published scoreboard (the router is tuned on "
                                       "it), 2 = held out.")] = 1,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
     price: Annotated[list[str] | None, typer.Option(help="MODEL=INPUT,CACHED_INPUT,OUTPUT (USD per 1M tokens) for "
                                                     "an endpoint whose answers carry no usage.cost [its "
                                                     "/v1/prices, if it has one]; repeat.")] = None,
