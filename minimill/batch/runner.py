@@ -76,7 +76,7 @@ class _GroupRun:
     model: str
     prefix: tuple[int, ...]
     remaining: int
-    ready: asyncio.Task[NamedKV | None] | None = None
+    ready: asyncio.Task[NamedKV] | None = None
 
 
 @dataclass(slots=True)
@@ -249,35 +249,25 @@ class BatchRunner:
         self.store.finish_line(record.id, line.number, line.custom_id, False,
                                error_line(line.number, line.custom_id, problem, 500, body))
 
-    async def _group_prefix(self, record: BatchRecord, run: _GroupRun) -> NamedKV | None:
+    async def _group_prefix(self, record: BatchRecord, run: _GroupRun) -> NamedKV:
         """The group's prefix, prefilled once (by the first of its lines to start) and pinned."""
         if run.ready is None:
             run.ready = asyncio.ensure_future(self._prefill(record, run))
         return await asyncio.shield(run.ready)
 
-    async def _prefill(self, record: BatchRecord, run: _GroupRun) -> NamedKV | None:
+    async def _prefill(self, record: BatchRecord, run: _GroupRun) -> NamedKV:
         """Compute a group's shared prefix and pin its KV for the batch's lifetime; billed as batch input."""
         tag = secrets.token_hex(6)
         named = NamedKV(f"batch:{record.id}:{tag}", record.tenant, record.expires_at, tokens=run.prefix)
         request = GenerationRequest(request_id=f"{record.id}-prefix-{tag}", prompt_tokens=run.prefix,
                                     params=SamplingParams(max_tokens=1, temperature=0.0), tenant=record.tenant,
                                     keep=named, priority="batch")
-        usage = await self._retrying(lambda: self._generate(self.engines[run.model], request))
-        if usage is None:
-            return None
+        usage = await self._retrying(lambda: self.engines[run.model].run_to_end(request))
         entry = self.meter.bill(request_id=f"{record.id}:prefix:{tag}", tenant=record.tenant, model=run.model,
                                 kind="batch.prefix", usage=Usage(usage.prompt_tokens, 0, usage.cached_tokens),
                                 batch=True)
         await self._retrying(lambda: asyncio.to_thread(self.meter.ledger.record, entry))
         return named
-
-    @staticmethod
-    async def _generate(engine: Engine, request: GenerationRequest) -> Usage | None:
-        usage = None
-        async for item in engine.generate(request):
-            if isinstance(item, Usage):
-                usage = item
-        return usage
 
     async def _retrying(self, attempt: Callable[[], Any]) -> Any:
         """Run `attempt` until it does not fail for a passing reason (queue full, engine restarting,

@@ -200,6 +200,16 @@ class Engine:
         self._wake.set()
 
     # ---- generation --------------------------------------------------------------------------
+    async def run_to_end(self, request: GenerationRequest) -> Usage:
+        """Run `request` for what it leaves behind (a prefilled, kept prefix), discarding its text: its usage."""
+        usage = None
+        async for item in self.generate(request):
+            if isinstance(item, Usage):
+                usage = item
+        if usage is None:  # generate always ends with one; kept explicit for the type checker
+            raise EngineUnavailable(f"request {request.request_id} ended without its usage")
+        return usage
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[ChoiceDelta | Usage]:
         """Stream deltas of all choices, then one Usage. Raises before the first item on bad input.
 

@@ -102,10 +102,7 @@ class Caches:
         request = GenerationRequest(request_id=record.id, prompt_tokens=record.tokens,
                                     params=SamplingParams(max_tokens=1, temperature=0.0),
                                     tenant=record.namespace, keep=record.named_kv())
-        usage = Usage(0, 0, 0)
-        async for item in engine.generate(request):
-            if isinstance(item, Usage):
-                usage = item
+        usage = await engine.run_to_end(request)
         billed = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=0, cached_tokens=usage.cached_tokens)
         cost = await asyncio.to_thread(self.registry.put_cache_record, record, billed, seconds)
         return record, billed, cost
