@@ -3,12 +3,13 @@ the online route and a Batch API line share (so both validate, run and answer id
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
 from minimill.api import convert
-from minimill.api.charging import KVUse, kv_use
-from minimill.api.generation import ChoiceText
+from minimill.api.charging import KVUse, charged, kv_use
+from minimill.api.generation import ChoiceText, start
 from minimill.api.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -20,7 +21,7 @@ from minimill.api.schemas import (
     UsageOut,
 )
 from minimill.engine.engine import Engine
-from minimill.engine.types import GenerationRequest, NamedKV, Priority, SamplingParams
+from minimill.engine.types import ChoiceDelta, GenerationRequest, NamedKV, Priority, SamplingParams
 from minimill.errors import InvalidRequest
 from minimill.runtime import Runtime
 
@@ -123,3 +124,10 @@ class CompletionCall:
 
 
 Call = ChatCall | CompletionCall
+
+
+async def billed_stream(call: Call, runtime: Runtime, rid: str, tenant: str) -> AsyncIterator[ChoiceDelta | UsageOut]:
+    """An online call started on its engine (queue-full and context errors raise here, before any response)
+    and billed when its usage arrives."""
+    return charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
+                   model=call.engine.name, kind=call.kind, use=call.use, prompts=len(call.prompts))

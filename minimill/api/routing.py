@@ -18,9 +18,8 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from minimill.api import proxy
-from minimill.api.calls import ChatCall
-from minimill.api.charging import charged
-from minimill.api.generation import gather, start
+from minimill.api.calls import ChatCall, billed_stream
+from minimill.api.generation import gather
 from minimill.api.schemas import ChatCompletionRequest
 from minimill.api.sse import event, event_stream
 from minimill.errors import CapacityExceeded, ContextOverflow, InvalidRequest, MinimillError, UpstreamFailed
@@ -41,8 +40,7 @@ async def attempt(model: str, body: ChatCompletionRequest, runtime: Runtime, *, 
         return await proxy.answer(runtime.upstreams[model], "/chat/completions", payload, runtime, rid=rid,
                                   tenant=tenant, kind="chat.completion")
     call = ChatCall.prepare(asked, runtime, tenant)
-    stream = charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
-                     model=call.engine.name, kind=call.kind, use=call.use, prompts=1)
+    stream = await billed_stream(call, runtime, rid, tenant)
     choices, usage = await gather(stream, call.n_choices)
     return call.response(rid, int(time.time()), choices, usage).model_dump()
 

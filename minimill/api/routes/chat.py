@@ -9,10 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from minimill.api import convert, proxy, routing
-from minimill.api.calls import ChatCall
-from minimill.api.charging import charged
+from minimill.api.calls import ChatCall, billed_stream
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.generation import gather, start, unless_disconnected
+from minimill.api.generation import gather, unless_disconnected
 from minimill.api.schemas import ChatCompletion, ChatCompletionRequest
 from minimill.api.sse import stream_response
 from minimill.engine.types import ChoiceDelta
@@ -37,8 +36,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
         return await proxy.forward(runtime.upstreams[model], "/chat/completions", body, request, runtime, rid=rid,
                                    tenant=tenant, kind="chat.completion")
     call = ChatCall.prepare(body.model_copy(update={"model": model}), runtime, tenant)
-    stream = charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
-                     model=call.engine.name, kind=call.kind, use=call.use, prompts=1)
+    stream = await billed_stream(call, runtime, rid, tenant)
     head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": call.engine.name}
 
     if body.stream:

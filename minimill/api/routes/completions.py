@@ -9,10 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from minimill.api import convert, proxy
-from minimill.api.calls import CompletionCall
-from minimill.api.charging import charged
+from minimill.api.calls import CompletionCall, billed_stream
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.generation import gather, start, unless_disconnected
+from minimill.api.generation import gather, unless_disconnected
 from minimill.api.schemas import Completion, CompletionRequest
 from minimill.api.sse import stream_response
 from minimill.engine.types import ChoiceDelta
@@ -34,8 +33,7 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         return await proxy.forward(runtime.upstreams[model], "/completions", body, request, runtime, rid=rid,
                                    tenant=tenant, kind="text_completion")
     call = CompletionCall.prepare(body.model_copy(update={"model": model}), runtime, tenant)
-    stream = charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
-                     model=call.engine.name, kind=call.kind, use=call.use, prompts=len(call.prompts))
+    stream = await billed_stream(call, runtime, rid, tenant)
     head = {"id": rid, "object": "text_completion", "created": created, "model": call.engine.name}
 
     if body.stream:
