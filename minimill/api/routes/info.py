@@ -19,44 +19,46 @@ from minimill.runtime import Runtime
 router = APIRouter()
 
 
-def _card(runtime: Runtime, model_id: str) -> ModelCard:
+def _cards(runtime: Runtime) -> dict[str, ModelCard]:
+    """Every served model's card (prices, eval scores) and the `default` and `auto` aliases, from one read
+    of the scoreboard."""
     board, default = runtime.router.scoreboard(), runtime.router.default()
-    score = board.models.get(model_id)
-    prices, scores = runtime.meter.prices.for_model(model_id).as_dict(), score.as_dict() if score else None
-    if model_id in runtime.upstreams:
-        upstream = runtime.upstreams[model_id].spec
-        return ModelCard(id=model_id, created=0, owned_by="upstream", context_length=None,
-                         description=f"upstream model {upstream.model} (OpenAI-compatible endpoint)",
-                         default=model_id == default.model, prices=prices, scores=scores)
-    engine, spec = runtime.engine_for(model_id), runtime.specs[model_id]
-    return ModelCard(id=model_id, created=engine.created, context_length=engine.n_ctx, description=spec.description,
-                     default=model_id == default.model, prices=prices, scores=scores)
-
-
-def _aliases(runtime: Runtime) -> list[ModelCard]:
-    default = runtime.router.default()
-    target = _card(runtime, default.model)
-    return [target.model_copy(update={"id": "default", "default": False, "scores": None,
-                                      "description": f"resolves to {default.model}: {default.reason}"}),
-            ModelCard(id="auto", created=0, context_length=None, default=False,
-                      description="routes each chat request to the cheapest served model expected to pass it, "
-                                  "escalating through a cascade when its answer fails the check")]
+    cards: dict[str, ModelCard] = {}
+    for model_id in runtime.model_ids:
+        score = board.models.get(model_id)
+        card = ModelCard(id=model_id, created=0, context_length=None, description="",
+                         default=model_id == default.model, prices=runtime.meter.prices.for_model(model_id).as_dict(),
+                         scores=score.as_dict() if score else None)
+        if model_id in runtime.upstreams:
+            upstream = runtime.upstreams[model_id].spec
+            cards[model_id] = card.model_copy(update={
+                "owned_by": "upstream", "description": f"upstream model {upstream.model} (OpenAI-compatible endpoint)"})
+        else:
+            engine, spec = runtime.engines[model_id], runtime.specs[model_id]
+            cards[model_id] = card.model_copy(update={"created": engine.created, "context_length": engine.n_ctx,
+                                                      "description": spec.description})
+    cards["default"] = cards[default.model].model_copy(update={
+        "id": "default", "default": False, "scores": None, "description": f"resolves to {default.model}: "
+                                                                          f"{default.reason}"})
+    cards["auto"] = ModelCard(id="auto", created=0, context_length=None, default=False,
+                              description="routes each chat request to the cheapest served model expected to pass "
+                                          "it, escalating through a cascade when its answer fails the check")
+    return cards
 
 
 @router.get("/v1/models")
 async def list_models(runtime: RuntimeDep, tenant: TenantDep) -> ModelList:
     """Every served model with its prices and eval scores, then the `default` and `auto` aliases."""
-    return ModelList(data=[*(_card(runtime, model_id) for model_id in runtime.model_ids), *_aliases(runtime)])
+    return ModelList(data=list(_cards(runtime).values()))
 
 
 @router.get("/v1/models/{model_id}")
 async def get_model(model_id: str, runtime: RuntimeDep, tenant: TenantDep) -> ModelCard:
-    """One served model (or alias)."""
-    aliases = {card.id: card for card in _aliases(runtime)}
-    if model_id in aliases:
-        return aliases[model_id]
-    runtime.resolve(model_id)
-    return _card(runtime, model_id)
+    """One served model (or alias); 404 for one that is not served."""
+    cards = _cards(runtime)
+    if model_id not in cards:
+        runtime.resolve(model_id)  # raises the NotFound that names what is served
+    return cards[model_id]
 
 
 @router.get("/v1/evals")
