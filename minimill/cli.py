@@ -18,8 +18,8 @@ from minimill.models.catalogue import BUNDLED, DEFAULT_MODEL, resolve
 
 if TYPE_CHECKING:
     from minimill.batch.client import BatchClient
-    from minimill.evals.results import ResultStore
     from minimill.evals.runner import ListPrice
+    from minimill.evals.scoreboard import Scoreboard
 
 app = typer.Typer(help="minimill: an OpenAI-compatible mini mill for tokens.", no_args_is_help=True)
 console = Console()
@@ -248,6 +248,7 @@ def eval_run(
 
     from minimill.evals import runner
     from minimill.evals.results import ItemResult, ResultStore
+    from minimill.evals.scoreboard import Scoreboard
     from minimill.evals.suites import ALL, by_name
 
     if context.invoked_subcommand is not None:
@@ -282,7 +283,8 @@ def eval_run(
     console.print(f"answered {summary.answered}, already recorded {summary.skipped}, failed {summary.failed}")
     for failure in summary.failures[:10]:
         console.print(f"[red]{failure}[/red]")
-    _scoreboard_table(store, seed, [s.name for s in chosen], models)
+    names = {s.name for s in chosen}
+    _scoreboard_table(Scoreboard.build(r for r in store.all(seed=seed) if r.suite in names and r.model in models))
     if summary.failed:
         raise typer.Exit(1)
 
@@ -311,14 +313,8 @@ def _list_prices(base_url: str, api_key: str | None, given: list[str]) -> dict[s
     return prices
 
 
-def _scoreboard_table(store: ResultStore, seed: int, suites: list[str] | None = None,
-                      models: list[str] | None = None) -> None:
-    """Print the scoreboard of `seed`'s results (of the given suites and models, if given)."""
-    from minimill.evals.scoreboard import Scoreboard
-
-    results = [r for r in store.all(seed=seed) if (suites is None or r.suite in suites)
-               and (models is None or r.model in models)]
-    board = Scoreboard.build(results)
+def _scoreboard_table(board: Scoreboard) -> None:
+    """Print a scoreboard: quality, cost and latency per model, accuracy ± half its interval per suite."""
     names = sorted({name for m in board.models.values() for name in m.suites})
     table = Table("model", "quality", "$/1k items", "s/item", *names)
     for score in sorted(board.models.values(), key=lambda m: -m.quality):
@@ -352,7 +348,7 @@ def eval_report(
     target.mkdir(parents=True, exist_ok=True)
     (target / "scoreboard.md").write_text(report.markdown(board, default.model), encoding="utf-8")
     report.plot(board, target / "scoreboard.png", default.model)
-    _scoreboard_table(store, seed)
+    _scoreboard_table(board)
     console.print(f"default: [bold]{default.model}[/bold] ({default.reason})")
     console.print(f"wrote {target / 'scoreboard.md'} and {target / 'scoreboard.png'}")
 
