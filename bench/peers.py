@@ -60,11 +60,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: list[str], port: int, health: str = "/health") -> Iterator[str]:
-    """Run a server process until the block ends; yields its /v1 base URL once healthy."""
+def running(command: list[str], port: int, health: str = "/health", cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a server process (in `cwd`, with `env`) until the block ends; yields its /v1 base URL once healthy."""
     PEERS.mkdir(exist_ok=True)
     log = (PEERS / f"{Path(command[0]).name}-{port}.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:

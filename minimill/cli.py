@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from minimill.config import build_config
+from minimill.config import Config, build_config
+from minimill.errors import NotFound
 from minimill.models.catalogue import BUNDLED, DEFAULT_MODEL, resolve
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ def serve(
     max_seqs: Annotated[int | None, typer.Option(help="Max concurrent sequences, live + retained [32].")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads [all cores].")] = None,
     step_tokens: Annotated[int | None, typer.Option(help="Token budget of one engine step [512].")] = None,
-    max_queue: Annotated[int | None, typer.Option(help="Waiting requests before 429 [256].")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Waiting requests of one tenant before 429 [256].")] = None,
+    max_queue_delay: Annotated[float | None, typer.Option(
+        help="Refuse (429) a request whose expected time to first token exceeds this many seconds [30].")] = None,
     kv_type: Annotated[str | None, typer.Option(
         help="KV element type: bf16, f16, q8_0, q4_0 [bf16: greedy output independent of batching].")] = None,
     retain_cells: Annotated[int | None, typer.Option(
@@ -45,6 +48,8 @@ def serve(
     api_key: Annotated[list[str] | None, typer.Option(help="Accepted API key; repeat for several.")] = None,
     admin_key: Annotated[list[str] | None, typer.Option(
         help="API key that may also create shared prompt caches; repeat for several.")] = None,
+    insecure_no_auth: Annotated[bool | None, typer.Option(
+        "--insecure-no-auth", help="Allow listening beyond loopback without API keys (anyone may use it).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where minimill keeps its files [.data].")] = None,
     ledger_url: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL of the ledger, e.g. postgresql+psycopg://... [SQLite in the data dir].")] = None,
@@ -81,8 +86,8 @@ def serve(
     try:
         config = build_config(models=model, host=host, port=port, kv_size=kv_size, max_seqs=max_seqs,
                               threads=threads, step_tokens=step_tokens, max_queue=max_queue,
-                              kv_type=kv_type, retain_cells=retain_cells,
-                              api_keys=[*(api_key or []), *(admin_key or [])] or None, admin_keys=admin_key,
+                              max_queue_delay=max_queue_delay, kv_type=kv_type, retain_cells=retain_cells,
+                              api_keys=api_key, admin_keys=admin_key, insecure_no_auth=insecure_no_auth,
                               data_dir=data_dir, ledger_url=ledger_url, ram_tier_bytes=ram_tier_bytes,
                               disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,
                               max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
@@ -91,6 +96,7 @@ def serve(
                               min_confidence=min_confidence)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    _self_test(config)
     try:
         runtime = Runtime.build(config)
     except ValueError as exc:
@@ -110,6 +116,21 @@ def serve(
         uvicorn.run(create_app(runtime), host=server.host, port=server.port, log_level=log_level.lower())
     finally:
         runtime.close()
+
+
+def _self_test(config: Config) -> None:
+    """One token from each local model in a child process before listening; exit 3 naming the cause if not."""
+    from minimill.engine import selftest
+
+    for name in config.models:
+        try:
+            spec = resolve(name, config.data_dir)
+        except NotFound as exc:
+            raise typer.BadParameter(exc.message) from exc
+        outcome = selftest.run(spec.path)
+        if not outcome.ok:
+            console.print(f"[bold red]minimill cannot serve {spec.id}:[/bold red] {outcome.message}")
+            raise typer.Exit(3)
 
 
 @app.command()

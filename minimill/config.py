@@ -6,6 +6,7 @@ passed down; nothing mutates it afterwards.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,10 @@ class EngineConfig:
     max_seqs: int = 32
     threads: int | None = None
     step_tokens: int = 512
+    # Admission: a request whose expected time to first token exceeds `max_queue_delay` seconds is refused
+    # (429 with a Retry-After from the backlog); `max_queue` bounds one tenant's waiting requests.
     max_queue: int = 256
+    max_queue_delay: float = 30.0
     kv_type: KVType = "bf16"
     # Finished sequences stay in the KV as reusable prefixes while the cache holds at most this many
     # used cells; past it the least recently used are evicted (pinned caches and sessions last, and
@@ -54,21 +58,62 @@ class EngineConfig:
             raise ValueError("retain_cells must be >= 0")
         if self.max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if not self.max_queue_delay > 0:
+            raise ValueError("max_queue_delay must be a positive number of seconds")
         if not 1 <= self.batch_step_tokens <= self.batch_idle_step_tokens:
             raise ValueError("batch_step_tokens must be at least 1 and at most batch_idle_step_tokens")
         if self.batch_max_seqs is not None and not 1 <= self.batch_max_seqs <= self.max_seqs:
             raise ValueError("batch_max_seqs must be between 1 and max_seqs")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is an address (or name) only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """What `minimill serve` listens on and whom it lets in. `admin_keys` (also valid API keys) may
-    create shared prompt caches; an open server (no keys) lets anyone."""
+    """What `minimill serve` listens on and whom it lets in.
+
+    Fails closed: admin keys are API keys too (so admin keys alone never leave the server open), and a
+    server that listens beyond loopback without keys refuses to start unless `insecure_no_auth`.
+    Bodies larger than `max_body_bytes` (uploads: the batch limits' `max_file_bytes`) are refused with 413.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
+    insecure_no_auth: bool = False
+    max_body_bytes: int = 16 << 20
+
+    def __post_init__(self) -> None:
+        missing = [k for k in self.admin_keys if k not in self.api_keys]
+        if missing:
+            object.__setattr__(self, "api_keys", (*self.api_keys, *missing))
+        if not self.api_keys and not self.insecure_no_auth and not is_loopback(self.host):
+            raise ValueError(f"refusing to listen on {self.host} without API keys: anyone who can reach it could "
+                             "use it. Give --api-key (or MINIMILL_API_KEYS), or --insecure-no-auth to allow it")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Bounds on one request, checked before any of it reaches llama.cpp (each breach is a 400 naming it)."""
+
+    max_messages: int = 4096
+    max_stop_chars: int = 1024
+    max_logit_bias: int = 1024
+    max_schema_bytes: int = 64 * 1024
+    max_schema_depth: int = 32
+    # Repetition bounds of a schema (maxLength, maxItems, ...) become nested grammar rules.
+    max_schema_repeat: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +232,7 @@ class Config:
     billing: BillingConfig = field(default_factory=BillingConfig)
     batch: BatchLimits = field(default_factory=BatchLimits)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    limits: RequestLimits = field(default_factory=RequestLimits)
     data_dir: Path = Path(".data")
 
 
@@ -200,11 +246,20 @@ class EnvSettings(BaseSettings):
     port: int | None = Field(default=None, ge=1, le=65535)
     api_keys: Annotated[list[str] | None, NoDecode] = None
     admin_keys: Annotated[list[str] | None, NoDecode] = None
+    insecure_no_auth: bool | None = None
+    max_body_bytes: int | None = None
+    max_messages: int | None = None
+    max_stop_chars: int | None = None
+    max_logit_bias: int | None = None
+    max_schema_bytes: int | None = None
+    max_schema_depth: int | None = None
+    max_schema_repeat: int | None = None
     kv_size: int | None = None
     max_seqs: int | None = None
     threads: int | None = Field(default=None, ge=1)
     step_tokens: int | None = None
     max_queue: int | None = None
+    max_queue_delay: float | None = None
     kv_type: KVType | None = None
     retain_cells: int | None = None
     ram_tier_bytes: int | None = None
@@ -259,7 +314,8 @@ def build_config(**overrides: object) -> Config:
     top: dict[str, Any] = {"engine": EngineConfig(**section(EngineConfig)), "server": server,
                            "caches": CacheLimits(**section(CacheLimits)),
                            "billing": BillingConfig(**section(BillingConfig)),
-                           "batch": BatchLimits(**section(BatchLimits))}
+                           "batch": BatchLimits(**section(BatchLimits)),
+                           "limits": RequestLimits(**section(RequestLimits))}
     routing_values = section(RoutingConfig)
     routing_values["upstreams"] = tuple(UpstreamSpec.parse(text, dict(os.environ))
                                         for text in merged.get("upstreams") or ())

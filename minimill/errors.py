@@ -48,6 +48,10 @@ class LedgerUnavailable(MinimillError):
     """The ledger database could not record a bill; the request is not answered unbilled (HTTP 503)."""
 
 
+class InsufficientStorage(MinimillError):
+    """The server has no room to store what was sent (a full disk); nothing was kept (HTTP 507)."""
+
+
 class EngineUnavailable(MinimillError):
     """The engine failed or is shutting down; the request did not finish (HTTP 503)."""
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -35,6 +39,10 @@ class Metrics:
         self.preemptions = Counter("minimill_preemptions", "Running sequences preempted", model, registry=r)
         self.aborted_steps = Counter("minimill_batch_steps_interrupted",
                                      "Steps of batch work cut short by an online request", model, registry=r)
+        self.engine_process_restarts = Counter("minimill_engine_process_restarts", "Times an engine process died "
+                                               "(crash, OOM kill, SIGKILL) and was started again", model, registry=r)
+        self.engine_restarts = Counter("minimill_engine_restarts", "Times an engine loop failed, failed what was "
+                                       "live and reset its KV", model, registry=r)
         self.evictions = Counter("minimill_prefix_evictions", "Retained prefixes evicted", model, registry=r)
         tier = ["model", "tier"]
         # Tier figures are monotonic totals kept by the tier store; exported as gauges set from them.
@@ -48,7 +56,36 @@ class Metrics:
                                  registry=r)
         self.tier_corrupt = Gauge("minimill_kv_tier_corrupt_files_total",
                                   "Tier files dropped as truncated, corrupted or foreign", model, registry=r)
+        self.tier_write_errors = Gauge("minimill_kv_tier_write_errors_total",
+                                       "Disk tier writes that failed (a full disk turns the tier off)", model,
+                                       registry=r)
+        self.disk_tier_enabled = Gauge("minimill_kv_disk_tier_enabled", "1 while the disk tier is written", model,
+                                       registry=r)
         self.tier_hit_rate = Gauge("minimill_kv_tier_hit_rate",
                                    "Share of named KV lookups served by each tier (live, ram, disk)", tier,
                                    registry=r)
         self.requests = Counter("minimill_requests", "Finished requests", ["model", "outcome"], registry=r)
+
+    def exposition(self, engine_texts: Iterable[bytes] = ()) -> bytes:
+        """This registry's text exposition with the engine processes' samples merged in: each engine process
+        keeps its own registry, and one family must appear once however many models report it."""
+        families = {family.name: family for family in self.registry.collect()}
+        for text in engine_texts:
+            for family in text_string_to_metric_families(text.decode("utf-8")):
+                known = families.setdefault(family.name, family)
+                if known is not family:
+                    known.samples.extend(family.samples)
+        merged = CollectorRegistry()
+        merged.register(_Families(list(families.values())))
+        return generate_latest(merged)
+
+
+class _Families:
+    """A collector that yields fixed metric families (for `Metrics.exposition`)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, as given."""
+        return iter(self.families)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -11,12 +12,14 @@ from minimill.billing.ledger import Ledger
 from minimill.billing.meter import Meter
 from minimill.billing.prices import CostModel, PriceBook, Prices
 from minimill.config import BillingConfig, Config, UpstreamSpec
-from minimill.engine.engine import Engine
+from minimill.engine.client import EngineClient
+from minimill.engine.grammar import GrammarGuard, GrammarProbe
 from minimill.engine.llama import LlamaModel
+from minimill.engine.protocol import EngineSpec
 from minimill.errors import InvalidRequest, NotFound
 from minimill.evals.results import ResultStore
 from minimill.kv.caches import Caches
-from minimill.kv.tiers import TierLimits, TierStore
+from minimill.kv.tiers import TierLimits
 from minimill.metrics import Metrics
 from minimill.models.catalogue import ModelSpec, resolve
 from minimill.models.fingerprint import file_digest
@@ -62,7 +65,7 @@ class Runtime:
     were built from."""
 
     config: Config
-    engines: dict[str, Engine]
+    engines: dict[str, EngineClient]
     specs: dict[str, ModelSpec]
     metrics: Metrics
     meter: Meter
@@ -71,6 +74,7 @@ class Runtime:
     batches: BatchStore
     upstreams: dict[str, Upstream]
     router: Router
+    grammars: dict[str, GrammarGuard]
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -78,13 +82,13 @@ class Runtime:
         metrics = Metrics()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(config.billing.ledger_url or f"sqlite:///{config.data_dir.resolve() / 'ledger.sqlite3'}")
-        engines: dict[str, Engine] = {}
+        engines: dict[str, EngineClient] = {}
         specs: dict[str, ModelSpec] = {}
         try:
             for name in config.models:
                 spec = resolve(name, config.data_dir)
-                engines[spec.id] = Engine(spec.id, LlamaModel(spec.path), config.engine, metrics,
-                                          _tiers(config, spec))
+                engines[spec.id] = EngineClient(_engine_spec(config, spec), LlamaModel(spec.path, vocab_only=True),
+                                                metrics, log_level=logging.getLogger().getEffectiveLevel())
                 specs[spec.id] = spec
             upstreams = {spec.name: Upstream(spec) for spec in config.routing.upstreams}
             _check_names(config, [*engines], [*upstreams])
@@ -103,10 +107,12 @@ class Runtime:
 
         router = Router(ResultStore(config.data_dir / "evals" / "results"), config.routing,
                         [*engines, *upstreams], list_price)
+        grammars = {name: GrammarGuard(config.limits, GrammarProbe(engine.model.path), engine.grammar_from_json_schema)
+                    for name, engine in engines.items()}
         return cls(config=config, engines=engines, specs=specs, metrics=metrics, meter=meter,
                    caches=Caches(engines, meter, config.caches),
                    files=FileStore(ledger, config.data_dir / "files", config.batch.max_file_bytes),
-                   batches=BatchStore(ledger), upstreams=upstreams, router=router)
+                   batches=BatchStore(ledger), upstreams=upstreams, router=router, grammars=grammars)
 
     @property
     def default_model(self) -> str:
@@ -128,7 +134,7 @@ class Runtime:
         raise NotFound(f"The model '{model}' does not exist or is not served here (served: "
                        f"{', '.join([*self.model_ids, 'default', 'auto'])})", param="model", code="model_not_found")
 
-    def engine_for(self, model: str) -> Engine:
+    def engine_for(self, model: str) -> EngineClient:
         """The local engine serving `model` ("default" resolved). InvalidRequest for "auto" or an upstream
         model (what needs an engine, such as prompt caches and batches, works with local models only);
         NotFound for an id that is not served at all."""
@@ -148,6 +154,8 @@ class Runtime:
         for engine in self.engines.values():
             engine.close()
             engine.model.close()
+        for guard in self.grammars.values():
+            guard.close()
         self.meter.ledger.close()
 
 
@@ -161,10 +169,12 @@ def _check_names(config: Config, local: list[str], upstream: list[str]) -> None:
         raise ValueError(f"the default model {override!r} is not served (served: {', '.join([*local, *upstream])})")
 
 
-def _tiers(config: Config, spec: ModelSpec) -> TierStore:
-    """A model's RAM and disk tiers; files are only valid for this exact model file and KV type."""
+def _engine_spec(config: Config, spec: ModelSpec) -> EngineSpec:
+    """What a model's engine process builds: the model, its sizes, and its RAM and disk tiers (files are only
+    valid for this exact model file and KV type)."""
     digest = file_digest(spec.path, config.data_dir / "fingerprints")
     kv_type = config.engine.kv_type
     directory = config.data_dir / "kv" / f"{spec.id}-{digest[:16]}-{kv_type}"
     limits = TierLimits(ram_bytes=config.engine.ram_tier_bytes, disk_bytes=config.engine.disk_tier_bytes)
-    return TierStore(f"{digest}:{kv_type}", directory, limits)
+    return EngineSpec(name=spec.id, model_path=spec.path, config=config.engine, tier_fingerprint=f"{digest}:{kv_type}",
+                      tier_directory=directory, tier_limits=limits)

@@ -11,9 +11,12 @@ from fastapi import FastAPI
 from minimill import __version__
 from minimill.api import errors
 from minimill.api.batch_lines import BatchLines
+from minimill.api.door import Door, DoorLimits
 from minimill.api.routes import batches, billing, caches, chat, completions, files, info
 from minimill.batch.runner import BatchRunner
 from minimill.runtime import Runtime
+
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -37,6 +40,11 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app = FastAPI(title="minimill", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
+    config = runtime.config
+    # An upload's multipart framing adds a little to the file itself.
+    limits = DoorLimits(max_body_bytes=config.server.max_body_bytes,
+                        max_upload_bytes=config.batch.max_file_bytes + MULTIPART_OVERHEAD_BYTES)
+    app.add_middleware(Door, limits=limits, keys=config.server.api_keys)
     errors.install(app)
     for module in (chat, completions, caches, files, batches, billing, info):
         app.include_router(module.router)

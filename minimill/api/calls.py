@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
-from minimill.api import convert
-from minimill.api.charging import KVUse, charged, kv_use
+from minimill.api import bounds, convert
+from minimill.api.charging import AbortBilling, KVUse, aborted_billing, charged, kv_use
 from minimill.api.generation import ChoiceText, start
 from minimill.api.schemas import (
     ChatChoice,
@@ -20,7 +20,7 @@ from minimill.api.schemas import (
     CompletionRequest,
     UsageOut,
 )
-from minimill.engine.engine import Engine
+from minimill.engine.client import EngineClient
 from minimill.engine.types import ChoiceDelta, GenerationRequest, NamedKV, Priority, SamplingParams
 from minimill.errors import InvalidRequest
 from minimill.runtime import Runtime
@@ -31,7 +31,7 @@ class ChatCall:
     """`POST /v1/chat/completions`, prepared."""
 
     body: ChatCompletionRequest
-    engine: Engine
+    engine: EngineClient
     prompt: list[int]
     use: KVUse
     params: SamplingParams
@@ -41,13 +41,19 @@ class ChatCall:
     def prepare(cls, body: ChatCompletionRequest, runtime: Runtime, tenant: str, *, sessions: bool = True) -> ChatCall:
         """Validate what the schema cannot, render the template, resolve caches and sessions."""
         engine = runtime.engine_for(body.model)
+        limits = runtime.config.limits
         if body.top_logprobs is not None and not body.logprobs:
             raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
-        prompt = engine.chat_tokens(convert.chat_messages(body))
+        bounds.check_messages(len(body.messages), limits)
+        bounds.check_sampling(body, limits)
+        messages = convert.chat_messages(body)
+        bounds.check_text_fits([m["content"] for m in messages], engine.longest_piece, engine.n_ctx, "messages")
+        grammar = convert.chat_grammar(body, engine, runtime.grammars[engine.name])
+        prompt = engine.chat_tokens(messages)
         use = kv_use(runtime, body, tenant, engine.name, [prompt], sessions=sessions)
         params = convert.sampling_params(
             body, engine, len(prompt), max_tokens=body.max_completion_tokens or body.max_tokens,
-            logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=convert.chat_grammar(body, engine))
+            logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=grammar)
         return cls(body, engine, prompt, use, params)
 
     @property
@@ -60,11 +66,11 @@ class ChatCall:
         """Choices in the answer."""
         return self.body.n
 
-    def requests(self, rid: str, tenant: str, *, reuse: NamedKV | None = None,
-                 priority: Priority = "online") -> list[GenerationRequest]:
+    def requests(self, rid: str, tenant: str, *, reuse: NamedKV | None = None, priority: Priority = "online",
+                 on_abort: AbortBilling | None = None) -> list[GenerationRequest]:
         """What to hand the engine; `reuse` (a batch group's prefix) applies unless a cache is named."""
         return [GenerationRequest(rid, tuple(self.prompt), self.params, self.body.n, tenant,
-                                  self.use.reuse or reuse, self.use.keep, priority)]
+                                  self.use.reuse or reuse, self.use.keep, priority, on_abort)]
 
     def response(self, rid: str, created: int, choices: list[ChoiceText], usage: UsageOut) -> ChatCompletion:
         """The whole answer."""
@@ -80,7 +86,7 @@ class CompletionCall:
     """`POST /v1/completions`, prepared: one or several prompts."""
 
     body: CompletionRequest
-    engine: Engine
+    engine: EngineClient
     prompts: list[list[int]]
     use: KVUse
     params: list[SamplingParams]  # one per prompt (max_tokens depends on its length)
@@ -92,7 +98,13 @@ class CompletionCall:
                 sessions: bool = True) -> CompletionCall:
         """Tokenize every prompt, resolve caches and sessions, check each prompt's sampling fields."""
         engine = runtime.engine_for(body.model)
+        limits = runtime.config.limits
+        bounds.check_sampling(body, limits)
+        if isinstance(body.prompt, list):
+            bounds.check_messages(len(body.prompt), limits)
+        bounds.check_text_fits(bounds.completion_texts(body), engine.longest_piece, engine.n_ctx, "prompt")
         prompts = convert.completion_prompts(body, engine)
+        bounds.check_token_ids(prompts, engine.model.n_vocab)
         use = kv_use(runtime, body, tenant, engine.name, prompts, sessions=sessions)
         params = [convert.sampling_params(body, engine, len(p), max_tokens=body.max_tokens, logprobs=body.logprobs,
                                           grammar=None) for p in prompts]
@@ -104,11 +116,11 @@ class CompletionCall:
         """Choices in the answer: n for every prompt."""
         return self.body.n * len(self.prompts)
 
-    def requests(self, rid: str, tenant: str, *, reuse: NamedKV | None = None,
-                 priority: Priority = "online") -> list[GenerationRequest]:
+    def requests(self, rid: str, tenant: str, *, reuse: NamedKV | None = None, priority: Priority = "online",
+                 on_abort: AbortBilling | None = None) -> list[GenerationRequest]:
         """One engine request per prompt; the session (if any) keeps the first."""
         return [GenerationRequest(f"{rid}-{k}", tuple(p), params, self.body.n, tenant, self.use.reuse or reuse,
-                                  self.use.keep if k == 0 else None, priority)
+                                  self.use.keep if k == 0 else None, priority, on_abort)
                 for k, (p, params) in enumerate(zip(self.prompts, self.params, strict=True))]
 
     def response(self, rid: str, created: int, choices: list[ChoiceText], usage: UsageOut) -> Completion:
@@ -128,6 +140,7 @@ Call = ChatCall | CompletionCall
 
 async def billed_stream(call: Call, runtime: Runtime, rid: str, tenant: str) -> AsyncIterator[ChoiceDelta | UsageOut]:
     """An online call started on its engine (queue-full and context errors raise here, before any response)
-    and billed when its usage arrives."""
-    return charged(await start(call.engine, call.requests(rid, tenant)), runtime, request_id=rid, tenant=tenant,
-                   model=call.engine.name, kind=call.kind, use=call.use, prompts=len(call.prompts))
+    and billed when its usage arrives, or for what was computed when it is aborted (client gone)."""
+    on_abort = aborted_billing(runtime, tenant=tenant, model=call.engine.name, kind=call.kind)
+    return charged(await start(call.engine, call.requests(rid, tenant, on_abort=on_abort)), runtime, request_id=rid,
+                   tenant=tenant, model=call.engine.name, kind=call.kind, use=call.use, prompts=len(call.prompts))

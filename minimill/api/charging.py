@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from minimill.api.convert import usage_out
 from minimill.api.schemas import SamplingFields, UsageOut
@@ -12,6 +15,8 @@ from minimill.engine.types import ChoiceDelta, NamedKV, Usage
 from minimill.errors import InvalidRequest
 from minimill.kv.caches import CacheRecord
 from minimill.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,26 @@ def billed_cached(use: KVUse, usage: Usage, prompts: int) -> int | None:
     if use.cache is None:
         return None
     return max(usage.cached_tokens, min(len(use.cache.tokens) * prompts, usage.prompt_tokens))
+
+
+AbortBilling = Callable[[str, Usage], None]
+
+
+def aborted_billing(runtime: Runtime, *, tenant: str, model: str, kind: str) -> AbortBilling:
+    """An engine request's `on_abort`: bill the tokens an aborted request computed, off the event loop
+    (its caller is gone, so nobody awaits it; a ledger failure is logged)."""
+
+    def bill(request_id: str, usage: Usage) -> None:
+        work = functools.partial(runtime.meter.charge, request_id=f"{request_id}:aborted", tenant=tenant,
+                                 model=model, kind=kind, usage=usage)
+        asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(_log_failure)
+
+    return bill
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not bill an aborted request: %s", future.exception())
 
 
 async def charged(stream: AsyncIterator[ChoiceDelta | Usage], runtime: Runtime, *, request_id: str, tenant: str,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
-
-from starlette.requests import Request
 
 from minimill.api.schemas import (
     ChatCompletionRequest,
@@ -20,9 +17,18 @@ from minimill.api.schemas import (
     TopLogprobOut,
     UsageOut,
 )
-from minimill.engine.engine import Engine
+from minimill.engine.client import EngineClient
+from minimill.engine.grammar import GrammarGuard
 from minimill.engine.types import SamplingParams, TokenLogprob, Usage
 from minimill.errors import ContextOverflow, InvalidRequest
+
+# OpenAI chat fields for features minimill does not have: refused by name rather than silently ignored.
+UNSUPPORTED_CHAT_FIELDS = {
+    "functions": "function calling is not available", "function_call": "function calling is not available",
+    "tool_choice": "tools are not available", "audio": "audio output is not available",
+    "modalities": "only text output is available", "prediction": "predicted outputs are not available",
+    "web_search_options": "web search is not available",
+}
 
 
 def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -58,14 +64,14 @@ def max_tokens_for(requested: int | None, prompt_len: int, n_ctx: int) -> int:
     return left
 
 
-def sampling_params(body: SamplingFields, engine: Engine, prompt_len: int, *, max_tokens: int | None,
+def sampling_params(body: SamplingFields, engine: EngineClient, prompt_len: int, *, max_tokens: int | None,
                     logprobs: int | None, grammar: str | None) -> SamplingParams:
     """Map the shared OpenAI sampling fields onto engine SamplingParams."""
     return SamplingParams(
         max_tokens=max_tokens_for(max_tokens, prompt_len, engine.n_ctx),
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
-        top_k=body.top_k or 0,
+        top_k=min(body.top_k or 0, engine.model.n_vocab),  # more than the vocabulary cuts nothing
         min_p=body.min_p or 0.0,
         seed=body.seed,
         presence_penalty=body.presence_penalty or 0.0,
@@ -79,8 +85,8 @@ def sampling_params(body: SamplingFields, engine: Engine, prompt_len: int, *, ma
     )
 
 
-def chat_grammar(body: ChatCompletionRequest, engine: Engine) -> str | None:
-    """GBNF for `response_format`, or None for free text."""
+def chat_grammar(body: ChatCompletionRequest, engine: EngineClient, guard: GrammarGuard) -> str | None:
+    """GBNF for `response_format` (a schema's checked and probed by `guard`), or None for free text."""
     fmt = body.response_format
     if fmt is None or fmt.type == "text":
         return None
@@ -89,17 +95,24 @@ def chat_grammar(body: ChatCompletionRequest, engine: Engine) -> str | None:
     if fmt.json_schema is None:
         raise InvalidRequest("response_format.json_schema is required for type json_schema",
                              param="response_format")
-    return engine.grammar_from_json_schema(fmt.json_schema.json_schema)
+    return guard.from_schema(fmt.json_schema.json_schema)
 
 
 def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
     """Messages as role/content dicts; `developer` is the newer name of `system`."""
     if body.tools:
         raise InvalidRequest("tools are not supported by this server", param="tools")
+    extra = body.model_extra or {}
+    for name, why in UNSUPPORTED_CHAT_FIELDS.items():
+        value = extra.get(name)
+        if value is not None and not (name == "modalities" and value == ["text"]) and \
+                not (name == "tool_choice" and value == "none"):
+            raise InvalidRequest(f"{name} is not supported by this server: {why}", param=name,
+                                 code="unsupported_parameter")
     return messages_of(body.messages)
 
 
-def completion_prompts(body: CompletionRequest, engine: Engine) -> list[list[int]]:
+def completion_prompts(body: CompletionRequest, engine: EngineClient) -> list[list[int]]:
     """Every prompt of a completions request as token ids."""
     if body.suffix:
         raise InvalidRequest("suffix is not supported", param="suffix")
@@ -122,7 +135,7 @@ def completion_prompts(body: CompletionRequest, engine: Engine) -> list[list[int
 
 
 def usage_out(usage: Usage | None, cost: dict[str, float] | None = None) -> UsageOut:
-    """Engine usage (None: no tokens) and its cost in USD → OpenAI usage with minimill's `cost`."""
+    """EngineClient usage (None: no tokens) and its cost in USD → OpenAI usage with minimill's `cost`."""
     usage = usage or Usage(0, 0, 0)
     return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                     total_tokens=usage.total_tokens,
@@ -143,15 +156,9 @@ def messages_of(messages: Sequence[ChatMessageIn]) -> list[dict[str, str]]:
     return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
 
 
-def prompt_tokens(prompt: str | list[int], engine: Engine) -> list[int]:
+def prompt_tokens(prompt: str | list[int], engine: EngineClient) -> list[int]:
     """A prompt given as text or as token ids."""
     return engine.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-
-
-def bearer_in(request: Request, keys: Sequence[str]) -> bool:
-    """Whether the request's bearer key is one of `keys`."""
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and any(hmac.compare_digest(given.strip().encode(), k.encode()) for k in keys)
 
 
 def _bytes(text: str) -> list[int]:
@@ -159,7 +166,7 @@ def _bytes(text: str) -> list[int]:
 
 
 def chat_logprobs(items: Sequence[TokenLogprob]) -> ChatLogprobs:
-    """Engine logprobs → chat `logprobs.content`."""
+    """EngineClient logprobs → chat `logprobs.content`."""
     return ChatLogprobs(content=[
         TokenLogprobOut(token=i.text, logprob=i.logprob, bytes=_bytes(i.text),
                         top_logprobs=[TopLogprobOut(token=t.text, logprob=t.logprob, bytes=_bytes(t.text))
@@ -168,7 +175,7 @@ def chat_logprobs(items: Sequence[TokenLogprob]) -> ChatLogprobs:
 
 
 def completion_logprobs(items: Sequence[TokenLogprob], start_offset: int) -> CompletionLogprobs:
-    """Engine logprobs → legacy completions logprobs (text offsets count from `start_offset`)."""
+    """EngineClient logprobs → legacy completions logprobs (text offsets count from `start_offset`)."""
     offsets, offset = [], start_offset
     for item in items:
         offsets.append(offset)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from minimill.api.auth import authenticate
+from minimill.api.auth import request_tenant
 from minimill.runtime import Runtime
 
 
@@ -17,4 +17,4 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-TenantDep = Annotated[str, Depends(authenticate)]
+TenantDep = Annotated[str, Depends(request_tenant)]

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from minimill.errors import (
     CapacityExceeded,
     EngineUnavailable,
+    InsufficientStorage,
     InvalidRequest,
     LedgerUnavailable,
     MinimillError,
@@ -33,6 +34,7 @@ STATUS: dict[type[MinimillError], tuple[int, str]] = {
     PermissionDenied: (403, "permission_error"),
     NotFound: (404, "not_found_error"),
     CapacityExceeded: (429, "rate_limit_exceeded"),
+    InsufficientStorage: (507, "server_error"),
     EngineUnavailable: (503, "server_error"),
     LedgerUnavailable: (503, "server_error"),
     UpstreamTimeout: (504, "server_error"),  # before UpstreamFailed: the first match wins
@@ -40,9 +42,16 @@ STATUS: dict[type[MinimillError], tuple[int, str]] = {
 }
 
 
+def _encodable(text: str | None) -> str | None:
+    """`text` as UTF-8 can carry it: a lone surrogate (JSON's "\\ud800" parses into one, and messages quote what
+    the client sent) becomes its backslash escape instead of failing the response."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
     """The OpenAI error object."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return {"error": {"message": _encodable(message), "type": type_, "param": _encodable(param),
+                      "code": _encodable(code)}}
 
 
 def describe(exc: MinimillError) -> tuple[int, dict[str, object]]:
@@ -59,8 +68,8 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _param_of(loc: tuple[object, ...]) -> str | None:
-    # loc looks like ("body", "messages", 0, "content"); OpenAI names the top-level field path.
-    parts = [str(p) for p in loc[1:] if not isinstance(p, int)] if loc and loc[0] == "body" else []
+    # loc looks like ("body", "messages", 0, "content") or ("query", "limit"); OpenAI names the field's path.
+    parts = [str(p) for p in loc[1:] if not isinstance(p, int)] if loc and loc[0] in ("body", "query", "path") else []
     return ".".join(parts[:2]) or None
 
 

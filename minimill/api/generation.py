@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from minimill.api.convert import add_usage
 from minimill.api.schemas import UsageOut
-from minimill.engine.engine import Engine
+from minimill.engine.client import EngineClient
 from minimill.engine.types import ChoiceDelta, GenerationRequest, TokenLogprob, Usage
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ class ChoiceText:
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
-async def start(engine: Engine, requests: Sequence[GenerationRequest]) -> AsyncIterator[ChoiceDelta | Usage]:
+async def start(engine: EngineClient, requests: Sequence[GenerationRequest]) -> AsyncIterator[ChoiceDelta | Usage]:
     """Start every request and pull each one's first item, so queue-full or context errors surface
     as HTTP statuses before any response starts. Returns one merged stream: choice indexes of
     request k are offset by k*n, and a single summed Usage comes last."""

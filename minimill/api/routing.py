@@ -39,7 +39,7 @@ async def attempt(model: str, body: ChatCompletionRequest, runtime: Runtime, *, 
         payload.pop("stream_options", None)  # not allowed on a request that does not stream
         return await proxy.answer(runtime.upstreams[model], "/chat/completions", payload, runtime, rid=rid,
                                   tenant=tenant, kind="chat.completion")
-    call = ChatCall.prepare(asked, runtime, tenant)
+    call = await asyncio.to_thread(ChatCall.prepare, asked, runtime, tenant)
     stream = await billed_stream(call, runtime, rid, tenant)
     choices, usage = await gather(stream, call.n_choices)
     return call.response(rid, int(time.time()), choices, usage).model_dump()

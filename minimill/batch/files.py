@@ -6,6 +6,7 @@ that makes them visible; metadata lives in the ledger database beside the batche
 
 from __future__ import annotations
 
+import errno
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table,
 from minimill.batch.paging import after_cursor
 from minimill.billing.ledger import Ledger
 from minimill.durable import write_atomically
-from minimill.errors import InvalidRequest, NotFound
+from minimill.errors import InsufficientStorage, InvalidRequest, NotFound
 
 UPLOAD_PURPOSES = ("batch",)
 
@@ -77,7 +78,13 @@ class FileStore:
         """Store `data`; with `file_id` given, replace any file of that id (a repeated batch finalisation)."""
         record = FileRecord(id=file_id or f"file-{secrets.token_hex(12)}", tenant=tenant, purpose=purpose,
                             filename=filename[:512] or "file", bytes=len(data), created_at=time.time())
-        write_atomically(self.directory / record.id, data)
+        try:
+            write_atomically(self.directory / record.id, data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage("The server has no space left to store this file; nothing was kept.",
+                                          param="file", code="insufficient_storage") from exc
+            raise
         try:
             with self.ledger.transaction() as conn:
                 conn.execute(delete(files).where(files.c.id == record.id))

@@ -23,7 +23,7 @@ from minimill.batch.jsonl import InputLine, LineProblem, parse_input
 from minimill.batch.store import BatchRecord, BatchStore
 from minimill.billing.meter import Meter
 from minimill.config import BatchLimits
-from minimill.engine.engine import Engine
+from minimill.engine.client import EngineClient
 from minimill.engine.types import GenerationRequest, NamedKV, SamplingParams, Usage
 from minimill.errors import CapacityExceeded, EngineUnavailable, LedgerUnavailable, MinimillError, NotFound
 
@@ -100,7 +100,8 @@ class BatchRunner:
     """Runs every unfinished batch, one after another; `wake` after creating or cancelling one."""
 
     def __init__(self, store: BatchStore, files: FileStore, executor: LineExecutor, meter: Meter,
-                 engines: Mapping[str, Engine], limits: BatchLimits, clock: Callable[[], float] = time.time) -> None:
+                 engines: Mapping[str, EngineClient], limits: BatchLimits,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.files = files
         self.executor = executor
@@ -188,6 +189,11 @@ class BatchRunner:
             problem = LineProblem(exc.code or "invalid_request", f"line {line.number}: {exc.message}", exc.param)
             self.store.finish_line(record.id, line.number, line.custom_id, False,
                                    error_line(line.number, line.custom_id, problem, status, body))
+            return None
+        except Exception as exc:  # a bug must cost one line (a 500 in the error file), not leave the batch
+            # `validating` forever: _validate would raise on every pass and block the batches behind it
+            log.exception("batch %s: line %d could not be prepared", record.id, line.number)
+            self._failed(record, line, exc)
             return None
 
     # ---- running --------------------------------------------------------------------------------

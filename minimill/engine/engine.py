@@ -13,10 +13,12 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from minimill.config import EngineConfig
+from minimill.engine.admission import Admission, AdmissionLimits
 from minimill.engine.llama import (
     JSON_OBJECT_GRAMMAR,
     ContextShape,
@@ -48,6 +50,7 @@ from minimill.models.chat import ChatMessage, ChatTemplate
 
 log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 1.0
+MAX_CONSECUTIVE_FAILURES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class EngineStats:
     kv_used: int
     kv_total: int
     healthy: bool
+    restarts: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -84,6 +88,12 @@ class _Request:
     kv_tier: KVTier | None = None
     kept_tokens: int = 0
 
+    @property
+    def prompt_to_compute(self) -> int:
+        """Prompt tokens this request is expected to prefill (a named prefix it reuses is not)."""
+        reused = len(self.request.reuse.tokens) if self.request.reuse is not None else 0
+        return max(1, len(self.request.prompt_tokens) - reused)
+
     def send(self, item: ChoiceDelta | Usage | Exception) -> None:
         if not self.loop.is_closed():  # an internal request (a cache rebuild) may outlive its caller's loop
             self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
@@ -106,6 +116,7 @@ class Engine:
                              kv_type=config.kv_type)
         self.ctx = LlamaContext(model, shape)
         self.n_ctx = min(self.ctx.n_ctx, model.n_ctx_train)
+        self.longest_piece = model.longest_piece()  # bounds a prompt's tokens from its characters
         self.scheduler = Scheduler(SchedulerLimits(kv_cells=self.ctx.n_ctx, max_seqs=config.max_seqs,
                                                    step_tokens=config.step_tokens,
                                                    retain_cells=config.retain_cells,
@@ -113,6 +124,7 @@ class Engine:
                                                    batch_idle_step_tokens=config.batch_idle_step_tokens,
                                                    batch_max_seqs=config.batch_max_seqs))
         self.runner = Runner(self.ctx)
+        self.admission = Admission(AdmissionLimits(max_delay=config.max_queue_delay, max_waiting=config.max_queue))
         self.template = ChatTemplate.for_model(
             model.meta("tokenizer.chat_template"), model.meta("general.architecture"),
             bos=model.special_text(model.bos) if model.bos >= 0 else "",
@@ -129,6 +141,8 @@ class Engine:
         self._interruptible = False  # the decode in progress holds batch work only
         self._waiting = 0
         self._healthy = True
+        self._failures = 0  # consecutive failed loop iterations
+        self._restarts = 0  # times the loop reset the KV and failed what was live
         self._rate_window: list[tuple[float, int]] = []
         self._reported = SchedulerCounters()
         metrics.kv_total.labels(name).set(self.ctx.n_ctx)
@@ -171,7 +185,8 @@ class Engine:
         """Current load; safe to read from any thread (values may be one step old)."""
         s = self.scheduler
         return EngineStats(waiting=self._waiting, running=len(s.running), retained=len(s.retained),
-                           kv_used=s.cells.used, kv_total=self.ctx.n_ctx, healthy=self._healthy)
+                           kv_used=s.cells.used, kv_total=self.ctx.n_ctx,
+                           healthy=self._healthy and self._thread.is_alive(), restarts=self._restarts)
 
     # ---- named KV (prompt caches and sessions) ------------------------------------------------
     def forget(self, name: str) -> None:
@@ -216,10 +231,14 @@ class Engine:
         Closing the iterator early (client gone) aborts the request and frees its KV.
         """
         self._validate(request)
-        if self._waiting + self._inbox.qsize() >= self.config.max_queue:
-            raise CapacityExceeded(f"{self.config.max_queue} requests are already waiting; retry shortly",
-                                   retry_after=1.0)
         state = self._make_request(request, asyncio.get_running_loop())
+        if request.priority == "online":  # batch work waits by design: it is never refused for load
+            try:
+                self.admission.admit(request.tenant, state.prompt_to_compute)
+            except CapacityExceeded:
+                for choice in state.choices:
+                    self.runner.unregister(choice.seq.key)
+                raise
         self._submit("add", state)
         try:
             while True:
@@ -284,19 +303,26 @@ class Engine:
     def _run(self) -> None:
         last_check = time.monotonic()
         while not self._stop.is_set():
-            self._drain_inbox()
-            if not self.scheduler.has_work:
-                if time.monotonic() - last_check > IDLE_CHECK_SECONDS:
-                    self.scheduler.check()
-                    last_check = time.monotonic()
-                self._wake.wait(IDLE_CHECK_SECONDS)
-                self._wake.clear()
-                continue
             try:
+                self._drain_inbox()
+                if not self.scheduler.has_work:
+                    if time.monotonic() - last_check > IDLE_CHECK_SECONDS:
+                        self.scheduler.check()
+                        last_check = time.monotonic()
+                    self._wake.wait(IDLE_CHECK_SECONDS)
+                    self._wake.clear()
+                    continue
                 self._step()
-            except Exception as exc:  # a failed step must fail its requests, never leave them hanging
-                log.exception("engine step failed; resetting the KV cache")
+                self._failures = 0
+            except Exception as exc:  # anything failing in the loop fails what is live, never leaves it hanging
+                log.exception("engine loop failed; resetting the KV cache")
+                self._failures += 1
+                self._restarts += 1
+                self._metrics.engine_restarts.labels(self.name).inc()
                 self._fail_all(exc)
+                if self._failures >= MAX_CONSECUTIVE_FAILURES:  # broken for good: say so on /health
+                    self._healthy = False
+                    time.sleep(IDLE_CHECK_SECONDS)
 
     def _drain_inbox(self) -> None:
         while not self._controls.empty():
@@ -307,11 +333,14 @@ class Engine:
             except queue.Empty:
                 return
             if kind == "add":
+                if state.request.priority == "online":
+                    self.admission.entered(state.request.tenant, state.prompt_to_compute)
                 self._find_reused(state)
                 for choice in state.choices:
                     self._live[choice.seq.key] = state
                     self.scheduler.add(choice.seq)
-            else:
+            elif not state.finished:
+                self._bill_aborted(state)
                 self._finish_request(state, outcome="aborted", abort=True)
             self._waiting = len(self.scheduler.waiting)
 
@@ -349,6 +378,7 @@ class Engine:
         # nothing but its own step. The batch tokens are planned again.
         self._interruptible = bool(plan.items) and all(self._live[i.key].request.priority == "batch"
                                                        for i in plan.items if i.key in self._live)
+        started = time.monotonic()
         try:
             result = self.runner.execute(plan)
         except StepAborted:
@@ -357,6 +387,8 @@ class Engine:
             return
         finally:
             self._interruptible = False
+        self.admission.observe_step(plan.num_tokens, time.monotonic() - started,
+                                    full=plan.num_tokens >= self.config.step_tokens // 2)
         advanced = self.scheduler.update(plan, result)
         by_key = {sampled.key: sampled for sampled in result.sampled}
         for seq in advanced:
@@ -402,12 +434,12 @@ class Engine:
         if all(c.done for c in state.choices):
             state.finished = True
             cached = state.choices[0].seq.cached_tokens
+            self._metrics.requests.labels(self.name, "completed").inc()  # counted before the caller can look
             state.send(Usage(prompt_tokens=len(state.request.prompt_tokens),
                              completion_tokens=sum(c.seq.num_generated for c in state.choices),
                              cached_tokens=cached, kv_tier=state.kv_tier if cached else None,
                              kept_tokens=state.kept_tokens,
                              kept_seconds=keep.ttl if keep is not None and keep.ttl is not None else 0.0))
-            self._metrics.requests.labels(self.name, "completed").inc()
 
     def _save_pinned(self, seq: Seq, durable: bool) -> None:
         """Write a pinned sequence's KV to the RAM tier (and disk if durable) before it is retained,
@@ -424,6 +456,17 @@ class Engine:
         self._live.pop(choice.seq.key, None)
         self.runner.unregister(choice.seq.key)
 
+    def _bill_aborted(self, state: _Request) -> None:
+        """Hand what an aborted request computed so far to its `on_abort` (nothing, if nothing was)."""
+        callback = state.request.on_abort
+        computed = max(min(c.seq.num_computed, c.seq.num_prompt) for c in state.choices)
+        generated = sum(c.seq.num_generated for c in state.choices)
+        if callback is None or (computed == 0 and generated == 0) or state.loop.is_closed():
+            return
+        usage = Usage(prompt_tokens=computed, completion_tokens=generated,
+                      cached_tokens=min(state.choices[0].seq.cached_tokens, computed))
+        state.loop.call_soon_threadsafe(callback, state.request.request_id, usage)
+
     def _finish_request(self, state: _Request, outcome: str, abort: bool) -> None:
         for choice in state.choices:
             if not choice.done:
@@ -437,14 +480,29 @@ class Engine:
     def _fail_all(self, exc: Exception) -> None:
         self.ctx.clear()
         self.scheduler.reset()
-        error = EngineUnavailable(f"the engine failed while decoding ({exc}); please retry")
+        error = EngineUnavailable(f"the engine failed while decoding ({exc}) and was reset; please retry",
+                                  code="engine_restarted")
         for state in {id(s): s for s in self._live.values()}.values():
             self._finish_request(state, outcome="failed", abort=False)
             state.send(error)
         self._live.clear()
 
+    def _report_backlog(self) -> None:
+        """Tell admission what online work the scheduler holds, per tenant."""
+        tokens: Counter[str] = Counter()
+        waiting: Counter[str] = Counter()
+        for seq in self.scheduler.waiting:
+            if not seq.batch:
+                tokens[seq.tenant] += max(0, seq.num_prompt - seq.num_computed)
+                waiting[seq.tenant] += 1
+        for seq in self.scheduler.running:
+            if not seq.batch and seq.in_prefill:
+                tokens[seq.tenant] += seq.num_prompt - seq.num_computed
+        self.admission.report(tokens, waiting)
+
     def _record(self, computed: int, sampled: int) -> None:
         m, name, s = self._metrics, self.name, self.scheduler
+        self._report_backlog()
         self._waiting = len(s.waiting)
         m.queue_length.labels(name).set(self._waiting)
         m.running.labels(name).set(len(s.running))
@@ -483,6 +541,8 @@ class Engine:
         for tier_name, count in hits.items():
             m.tier_hit_rate.labels(name, tier_name).set(count / lookups if lookups else 0.0)
         m.tier_corrupt.labels(name).set(t.counters.corrupt)
+        m.tier_write_errors.labels(name).set(t.counters.write_errors)
+        m.disk_tier_enabled.labels(name).set(1 if t.disk_enabled else 0)
 
     def close(self) -> None:
         """Stop the loop thread, fail what is still live, and free native memory."""

@@ -62,10 +62,11 @@ TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32
 class LlamaModel:
     """A loaded GGUF model and its vocabulary: tokenization, metadata, special tokens."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int | None = None) -> None:
+    def __init__(self, path: Path, *, n_gpu_layers: int | None = None, vocab_only: bool = False) -> None:
         _init_backend()
         params = lc.llama_model_default_params()
         params.n_gpu_layers = (999 if gpu_offload_supported() else 0) if n_gpu_layers is None else n_gpu_layers
+        params.vocab_only = vocab_only
         model = lc.llama_model_load_from_file(str(path).encode(), params)
         if not model:
             raise ValueError(f"llama.cpp could not load model {path}")
@@ -128,8 +129,15 @@ class LlamaModel:
         return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        """Text of a token list, invalid UTF-8 replaced."""
+        """Text of a token list, invalid UTF-8 replaced; ValueError for an id outside the vocabulary
+        (llama.cpp aborts the process on one)."""
+        if any(not 0 <= t < self.n_vocab for t in tokens):
+            raise ValueError(f"token ids must be in [0, {self.n_vocab})")
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def longest_piece(self) -> int:
+        """Bytes of the longest token: a text of n bytes has at least n / longest_piece() tokens."""
+        return max(len(self.piece(t)) for t in range(self.n_vocab))
 
     def is_eog(self, token: int) -> bool:
         """Whether the token ends generation (EOS, EOT, end-of-turn)."""
@@ -146,10 +154,42 @@ class LlamaModel:
             self._model = None
 
 
+def grammar_walk(model: LlamaModel, gbnf: str, max_steps: int = 64) -> str | None:
+    """Compile `gbnf` and follow it from its start, taking the first allowed token each step, until an
+    end-of-generation token is allowed or `max_steps` pass: None when usable, else why not.
+
+    llama.cpp may crash the process on a grammar it cannot handle: run this in a disposable worker.
+    """
+    grammar = lc.llama_sampler_init_grammar(model._vocab, gbnf.encode(), b"root")
+    if not grammar:
+        return "the grammar could not be parsed"
+    ids = np.arange(model.n_vocab, dtype=np.int32)
+    end_of_generation = np.array([model.is_eog(int(t)) for t in ids])
+    candidates = np.zeros(model.n_vocab, dtype=TOKEN_DATA)
+    try:
+        for step in range(max_steps):
+            candidates["id"], candidates["logit"], candidates["p"] = ids, 0.0, 0.0
+            array = lc.llama_token_data_array(data=candidates.ctypes.data_as(ctypes.POINTER(lc.llama_token_data)),
+                                              size=len(candidates), selected=-1, sorted=False)
+            lc.llama_sampler_apply(grammar, ctypes.byref(array))
+            allowed = np.isfinite(candidates["logit"])
+            if (allowed & end_of_generation).any():
+                return None
+            choices = np.flatnonzero(allowed)
+            if not len(choices):
+                return "no token can start text that matches it" if step == 0 else \
+                    "it leads to a point that no token can continue"
+            lc.llama_sampler_accept(grammar, int(ids[choices[0]]))
+        return None
+    finally:
+        lc.llama_sampler_free(grammar)
+
+
 class SamplerChain:
     """One choice's native sampler chain: bias → penalties → grammar → filters → temperature → draw.
 
-    Stateful (penalty history, grammar position, RNG); `sample` also accepts the drawn token.
+    Stateful (penalty history, grammar position, RNG); `sample` also accepts the drawn token. A grammar
+    that allows no token at some point ends the choice there (`sample` returns end-of-sequence).
 
     With a grammar, a choice that is greedy or samples with temperature alone keeps the grammar out of
     the chain: it draws a token from the whole vocabulary and asks the grammar about that one token,
@@ -165,6 +205,7 @@ class SamplerChain:
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         self._chain = chain
         self._grammar: lc.llama_sampler_p | None = None
+        self._check_first = False
         add = lambda sampler: lc.llama_sampler_chain_add(chain, sampler)  # noqa: E731
         if params.logit_bias:
             biases = (lc.llama_logit_bias * len(params.logit_bias))()
@@ -181,13 +222,14 @@ class SamplerChain:
             if not grammar:
                 self.close()
                 raise InvalidRequest("the grammar could not be parsed", param="response_format")
+            # Kept out of the chain either way: a grammar that refuses every token must end the choice, and
+            # llama.cpp's own chain would accept a refused token and abort the process.
+            self._grammar = grammar
             unfiltered = params.top_k <= 0 and params.top_p >= 1.0 and params.min_p <= 0.0
-            if not grammar_first and (params.greedy or unfiltered):
-                self._grammar = grammar
-                self._ids = np.arange(model.n_vocab, dtype=np.int32)
-                self._candidates = np.zeros(model.n_vocab, dtype=TOKEN_DATA)
-            else:
-                add(grammar)
+            self._check_first = not grammar_first and (params.greedy or unfiltered)
+            self._ids = np.arange(model.n_vocab, dtype=np.int32)
+            self._candidates = np.zeros(model.n_vocab, dtype=TOKEN_DATA)
+            self._dead_end = model.eos
         if params.greedy:
             add(lc.llama_sampler_init_greedy())
             return
@@ -206,16 +248,18 @@ class SamplerChain:
         if self._grammar is None:
             return int(lc.llama_sampler_sample(self._chain, ctx.native, index))
         logits = ctx.logits(index)
-        token = self._pick(logits, grammar=False)
-        if not self._allowed(token):
+        token = self._pick(logits, grammar=False) if self._check_first else None
+        if token is None or not self._allowed(token):
             token = self._pick(logits, grammar=True)
+            if token is None:  # the grammar allows nothing more: end the choice as the model would
+                return self._dead_end
         lc.llama_sampler_accept(self._grammar, token)
         lc.llama_sampler_accept(self._chain, token)
         return token
 
-    def _pick(self, logits: np.ndarray, *, grammar: bool) -> int:
+    def _pick(self, logits: np.ndarray, *, grammar: bool) -> int | None:
         """The chain's choice (a draw, when sampling) over every token, or only those the grammar allows with
-        `grammar`; accepts nothing."""
+        `grammar` (None if it allows none); accepts nothing."""
         candidates = self._candidates
         candidates["id"] = self._ids  # samplers sort and rewrite the array in place: refill it each time
         candidates["logit"] = logits
@@ -224,6 +268,8 @@ class SamplerChain:
                                           size=len(candidates), selected=-1, sorted=False)
         if grammar:
             lc.llama_sampler_apply(self._grammar, ctypes.byref(array))
+            if not np.isfinite(candidates["logit"]).any():
+                return None
         lc.llama_sampler_apply(self._chain, ctypes.byref(array))
         return int(array.data[array.selected].id)
 

@@ -20,8 +20,8 @@ The scheduler never calls llama.cpp: it returns a `StepPlan` and learns the outc
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from minimill.engine.plan import Load, PlanItem, PrefixCopy, StepPlan, StepResult, Swap
@@ -71,6 +71,23 @@ class _Source:
 
     holder: int | None
     usable: int
+
+
+def fair_order(queue: Iterable[Sequence], running: Iterable[Sequence]) -> list[Sequence]:
+    """`queue` in the order tenants should be served: online before batch; within each, tenants take turns,
+    the tenant running fewest sequences first, each tenant's sequences in their own order (a preempted one
+    was put first). One tenant's flood so never holds back another tenant's request."""
+    load = Counter(s.tenant for s in running)
+    ordered: list[Sequence] = []
+    for batch in (False, True):
+        by_tenant: dict[str, list[Sequence]] = {}
+        for seq in queue:
+            if seq.batch == batch:
+                by_tenant.setdefault(seq.tenant, []).append(seq)
+        turns = sorted(by_tenant, key=lambda tenant: load[tenant])  # stable: first-come tenants first on a tie
+        for rank in range(max((len(q) for q in by_tenant.values()), default=0)):
+            ordered.extend(by_tenant[t][rank] for t in turns if rank < len(by_tenant[t]))
+    return ordered
 
 
 class Scheduler:
@@ -173,6 +190,7 @@ class Scheduler:
     def schedule(self) -> StepPlan:
         """Plan one step. Mutates queues, cells and index as if the plan succeeds."""
         self._expire_pins()
+        self._rebalance()
         budget = self.limits.step_tokens
         batch_budget = self._batch_budget()
         items: list[PlanItem] = []
@@ -184,7 +202,7 @@ class Scheduler:
             items.append(self._plan_tokens(seq, 1))
             budget -= 1
             batch_budget -= seq.batch
-        for seq in [s for s in self.running if s.in_prefill]:
+        for seq in fair_order([s for s in self.running if s.in_prefill], self.running):
             count = min(seq.pending, budget, batch_budget if seq.batch else budget)
             self._make_room(count, protect=(), preempt=False, batch_victims=not seq.batch)
             count = min(count, self.cells.free)
@@ -206,6 +224,7 @@ class Scheduler:
         self._swap_in.clear()
         self._loads.clear()
         assert budget >= 0 and len({item.key for item in items}) == len(items)
+        assert not {item.key for item in plan.items} & {swap.key for swap in plan.swap_out}, "planned, then preempted"
         return plan
 
     def _batch_budget(self) -> int:
@@ -236,8 +255,8 @@ class Scheduler:
                         tokens=tuple(seq.tokens[start:start + count]), sample=start + count == len(seq.tokens))
 
     def _admit(self, budget: int, batch_budget: int, items: list[PlanItem], copies: list[PrefixCopy]) -> int:
-        # Online requests first, each class in its order (a preempted sequence was put first in it).
-        for seq in sorted(self.waiting, key=lambda s: s.batch):
+        # Online requests first; within each class tenants take turns (fair_order).
+        for seq in fair_order(self.waiting, self.running):
             allowed = min(budget, batch_budget) if seq.batch else budget
             if allowed <= 0:
                 break
@@ -379,6 +398,21 @@ class Scheduler:
         if any_running and len(self.running) > 1 and self.running[-1].slot not in protect:
             return self.running[-1]
         return None
+
+    def _rebalance(self) -> None:
+        """Every slot runs and a tenant waits that runs at least two fewer sequences than the tenant running
+        the most: preempt that tenant's newest online sequence (its KV saved), so the waiting one can start.
+        Done before a step is planned (a planned sequence must not lose its KV), one sequence a step, and
+        only past a difference of two, so shares converge without sequences changing places back and forth."""
+        if len(self.running) < self.limits.max_seqs:
+            return
+        running = Counter(s.tenant for s in self.running if not s.batch)
+        waiting = {s.tenant for s in self.waiting if not s.batch}
+        if not running or not waiting:
+            return
+        heaviest, count = running.most_common(1)[0]
+        if count >= min(running[tenant] for tenant in waiting) + 2:
+            self._preempt(next(s for s in reversed(self.running) if s.tenant == heaviest and not s.batch))
 
     def _take_slot(self, protect: tuple[int, ...]) -> int | None:
         if not self.free_slots:

@@ -6,6 +6,7 @@ Frozen dataclasses with token ids only; no HTTP and no llama.cpp here. The API l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -75,6 +76,9 @@ class GenerationRequest:
     reuse: NamedKV | None = None
     keep: NamedKV | None = None
     priority: Priority = "online"
+    # Called on the caller's event loop with (request_id, usage so far) when the request is aborted after
+    # some of it was computed, so that what was computed is billed even though nobody reads the answer.
+    on_abort: Callable[[str, Usage], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from minimill.config import CacheLimits
-from minimill.engine.engine import Engine
+from minimill.engine.client import EngineClient
 from minimill.engine.types import GenerationRequest, NamedKV, SamplingParams, Usage
 from minimill.errors import InvalidRequest, NotFound
 
@@ -76,7 +76,7 @@ class CacheRegistry(Protocol):
 class Caches:
     """Creates, finds, extends and deletes prompt caches; names chat sessions. One per runtime."""
 
-    def __init__(self, engines: Mapping[str, Engine], registry: CacheRegistry, limits: CacheLimits | None = None,
+    def __init__(self, engines: Mapping[str, EngineClient], registry: CacheRegistry, limits: CacheLimits | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.engines = engines
         self.registry = registry

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 import threading
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Literal
 
 from minimill.durable import write_atomically
+
+log = logging.getLogger(__name__)
 
 Tier = Literal["ram", "disk"]
 MAGIC = b"MMKV\x01"
@@ -60,6 +63,7 @@ class TierCounters:
     misses: int = 0
     evictions: dict[str, int] = field(default_factory=lambda: {"ram": 0, "disk": 0})
     corrupt: int = 0
+    write_errors: int = 0
 
 
 def _file_name(name: str) -> str:
@@ -114,6 +118,7 @@ class TierStore:
         self._ram: OrderedDict[str, StoredKV] = OrderedDict()
         self._ram_bytes = 0
         self._disk: OrderedDict[str, int] = OrderedDict()  # file name -> size, least recent first
+        self._disk_off = False
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             files = sorted(directory.glob("*.kv"), key=lambda p: p.stat().st_mtime)
@@ -220,12 +225,25 @@ class TierStore:
                     _file_name(name) not in self._disk):
                 self._write(name, entry)
 
+    @property
+    def disk_enabled(self) -> bool:
+        """Whether entries are still written to disk (a failed write, such as a full disk, turns it off)."""
+        return self.directory is not None and not self._disk_off
+
     def _write(self, name: str, entry: StoredKV) -> None:
-        if self.directory is None:
+        if self.directory is None or self._disk_off:
             return
         file = _file_name(name)
         raw = encode_file(self.fingerprint, name, entry)
-        write_atomically(self.directory / file, raw)  # a reader sees the old file or the new one
+        try:
+            write_atomically(self.directory / file, raw)  # a reader sees the old file or the new one
+        except OSError as exc:
+            # A full or failing disk must not fail requests: keep RAM only and say so, once.
+            self.counters.write_errors += 1
+            self._disk_off = True
+            log.warning("the disk tier in %s could not be written (%s); it is off until restart, KV stays in RAM",
+                        self.directory, exc)
+            return
         self._disk.pop(file, None)
         self._disk[file] = len(raw)
         while sum(self._disk.values()) > self.limits.disk_bytes and len(self._disk) > 1:

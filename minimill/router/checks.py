@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 import regex
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+from referencing import Registry
+from referencing.exceptions import NoSuchResource
 
 from minimill.errors import InvalidRequest
 
@@ -18,6 +23,16 @@ GRADERS = ("json", "integer", "number", "nonempty", "regex:<pattern>")
 REGEX_SECONDS = 0.1
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+log = logging.getLogger(__name__)
+
+
+def _refuse(uri: str) -> NoReturn:
+    """A user's schema must never make the server fetch a URL or read a file: every `$ref` outside
+    the schema itself is unresolvable (jsonschema still finds the JSON Schema metaschemas it ships)."""
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs classes that mypy cannot see through
+
+
+_LOCAL_ONLY: Registry[Any] = Registry(retrieve=_refuse)  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +70,34 @@ def check(text: str, *, response_format: Mapping[str, Any] | None, mean_logprob:
         if not isinstance(value, dict):
             return Verdict(False, "response_format: the answer is not a JSON object")
         schema = ((response_format or {}).get("json_schema") or {}).get("schema")
-        if kind == "json_schema" and schema:
-            try:
-                jsonschema.validate(value, schema)
-            except jsonschema.ValidationError as exc:
-                return Verdict(False, f"response_format: schema violated ({exc.message[:120]})")
-            except Exception:  # noqa: BLE001 - a schema jsonschema cannot use (bad, unresolvable refs) was
-                pass           # already accepted for generation: the answer is not escalated over it
+        violation = _schema_violation(value, schema) if kind == "json_schema" and schema else None
+        if violation is not None:
+            return Verdict(False, f"response_format: schema violated ({violation[:120]})")
     if grader is not None and not _graded(grader, text.strip()):
         return Verdict(False, f"grader {grader} rejected the answer")
     if mean_logprob is not None and mean_logprob < min_confidence:
         return Verdict(False, f"low confidence (mean log-probability {mean_logprob:.2f} < {min_confidence:.2f})")
     return Verdict(True)
+
+
+def _schema_violation(value: object, schema: Any) -> str | None:
+    """How `value` breaks `schema`, or None when it conforms or when the schema cannot be used: bad
+    (a `pattern` that is not a regular expression), nested past the recursion limit, or with a `$ref`
+    to anything outside itself. Such a schema was already accepted for generation, so the answer is
+    not escalated over it. Never touches the network or the file system."""
+    if not isinstance(schema, dict):
+        return None
+    # validator_for() looks `$schema` up in a dict: an unhashable value would raise TypeError.
+    default = jsonschema.Draft202012Validator
+    cls = validator_for(schema, default) if isinstance(schema.get("$schema"), str) else default
+    try:
+        cls.check_schema(schema)
+        error = best_match(cls(schema, registry=_LOCAL_ONLY).iter_errors(value))
+    except Exception as exc:  # noqa: BLE001 - SchemaError, Unresolvable, RecursionError, and on odd schemas
+        # (draft 3's `extends` with a `$ref`) AttributeError and kin from inside jsonschema: all mean unusable.
+        log.info("response_format schema not checked: %s", type(exc).__name__)  # not the schema: user data
+        return None
+    return None if error is None else error.message
 
 
 def _graded(grader: str, text: str) -> bool:

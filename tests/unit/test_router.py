@@ -3,6 +3,9 @@ detection, upstream specs and per-model prices."""
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -133,6 +136,75 @@ def test_checks_schema_grader_and_confidence() -> None:
         validate_grader("regex:[")
     with pytest.raises(InvalidRequest):
         validate_grader("telepathy")
+
+
+def json_schema(schema: object) -> dict[str, object]:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
+def schema_check(answer: str, schema: object) -> bool:
+    return check(answer, response_format=json_schema(schema), mean_logprob=None, min_confidence=0.0,
+                 grader=None).passed
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[str, list[object]]]:
+    """A TCP server on 127.0.0.1 that records (and at once closes) every connection made to it."""
+    connections: list[object] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.05)
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, peer = server.accept()
+            except TimeoutError:
+                continue
+            connections.append(peer)
+            conn.close()  # the old code's fetch then fails fast instead of hanging the test
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", connections
+    done.set()
+    thread.join()
+    server.close()
+
+
+def test_schema_refs_never_reach_the_network_or_the_disk(listener: tuple[str, list[object]]) -> None:
+    url, connections = listener
+    outside = [{"$ref": f"{url}/x.json"},
+               {"type": "object", "properties": {"n": {"$ref": f"{url}/n.json#/n"}}},
+               {"$id": f"{url}/root.json", "properties": {"n": {"$ref": "n.json"}}},
+               {"$schema": "http://json-schema.org/draft-07/schema#", "properties": {"n": {"$ref": f"{url}/7"}}},
+               {"$schema": "http://json-schema.org/draft-04/schema#", "properties": {"n": {"$ref": f"{url}/4"}}},
+               {"$dynamicRef": f"{url}/d#meta"},
+               {"$ref": "file:///etc/passwd"}, {"$ref": "other.json"}]
+    for schema in outside:
+        # A schema that cannot be used was accepted for generation already: it does not escalate the answer.
+        assert schema_check('{"n": 3}', schema), schema
+    assert connections == []
+    local = {"$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}}}
+    assert schema_check('{"n": 3}', local) and not schema_check('{"n": "three"}', local)
+    shipped = {"properties": {"n": {"$ref": "http://json-schema.org/draft-07/schema#/definitions/nonNegativeInteger"}}}
+    assert schema_check('{"n": 3}', shipped) and not schema_check('{"n": -3}', shipped)  # jsonschema's own copy
+
+
+def test_pathological_schemas_do_not_raise() -> None:
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(10_000):
+        child: dict[str, object] = {}
+        inner["properties"] = {"n": child}
+        inner = child
+    for schema in (deep, {"properties": {"n": {"type": "string", "pattern": "("}}}, {"patternProperties": {"[": {}}},
+                   {"$schema": ["not", "a", "string"]}, {"$ref": "#/$defs/missing"}, {"$ref": 5},
+                   {"$defs": {"x": {"$ref": "#/$defs/x"}}, "$ref": "#/$defs/x"}, {"type": "nonsense"},
+                   {"$schema": "http://json-schema.org/draft-03/schema#", "extends": {"$ref": "http://x/y"}}):
+        assert schema_check('{"n": 3}', schema), schema
 
 
 def fake(name: str, *keywords: str) -> Suite:

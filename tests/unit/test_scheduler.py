@@ -271,3 +271,50 @@ def test_rollback_returns_the_cells_of_an_interrupted_step_and_plans_it_again() 
     assert s.cells.used == 0 and line.num_computed == 0
     again = s.schedule()
     assert [(i.start, len(i.tokens)) for i in again.items] == [(0, 32)] and s.cells.used == 32
+
+
+def test_tenants_take_turns_at_admission_whatever_the_queue_order() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=512, retain_cells=0))
+    flood = [seq([100 + n, 1, 2], max_tokens=50, tenant="a") for n in range(8)]
+    for q in flood:
+        s.add(q)
+    late = seq([200, 1, 2], max_tokens=50, tenant="b")
+    s.add(late)
+    step(s)
+    # Four slots: tenant b is second in line, not ninth.
+    assert {q.tenant for q in s.running} == {"a", "b"} and late.status is SeqStatus.RUNNING
+    assert [q for q in flood if q.status is SeqStatus.RUNNING] == flood[:3]
+
+
+def test_a_tenant_running_every_slot_gives_one_up_to_another() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=512, retain_cells=0))
+    flood = [seq([100 + n, 1, 2], max_tokens=50, tenant="a") for n in range(6)]
+    for q in flood:
+        s.add(q)
+    step(s)
+    assert [q.tenant for q in s.running] == ["a"] * 4
+    late = seq([200, 1, 2], max_tokens=50, tenant="b")
+    s.add(late)
+    step(s)
+    assert late.status is SeqStatus.RUNNING
+    assert flood[3].swapped and flood[3].status is SeqStatus.WAITING  # a's newest, its KV saved
+    for tenant in "cd":  # each newcomer takes a slot from the tenant running the most
+        s.add(seq([201, 1, 2], max_tokens=50, tenant=tenant))
+        step(s)
+    assert sorted(q.tenant for q in s.running) == ["a", "b", "c", "d"]
+    # Shares now differ by less than two: nobody else is preempted, the newcomer waits its turn.
+    other = seq([202, 1, 2], max_tokens=50, tenant="e")
+    s.add(other)
+    step(s)
+    assert other.status is SeqStatus.WAITING and sorted(q.tenant for q in s.running) == ["a", "b", "c", "d"]
+
+
+def test_one_tenant_keeps_its_own_order() -> None:
+    from minimill.engine.scheduler import fair_order
+
+    a1, a2, b1, a3, b2 = (seq([n], tenant=t) for n, t in enumerate("aabab"))
+    assert fair_order([a1, a2, b1, a3, b2], running=[]) == [a1, b1, a2, b2, a3]
+    assert fair_order([a1, a2, b1], running=[seq([9], tenant="a")]) == [b1, a1, a2]
+    batch = seq([5], tenant="b")
+    batch.batch = True
+    assert fair_order([batch, a1], running=[]) == [a1, batch]

@@ -21,7 +21,7 @@ from minimill.api.schemas import (
 )
 from minimill.batch.runner import BatchRunner
 from minimill.batch.store import BatchRecord
-from minimill.errors import InvalidRequest
+from minimill.errors import InvalidRequest, NotFound
 from minimill.runtime import Runtime
 
 router = APIRouter()
@@ -54,7 +54,10 @@ def batch_object(runtime: Runtime, record: BatchRecord) -> BatchObject:
 async def create_batch(body: BatchCreateRequest, request: Request, runtime: RuntimeDep,
                        tenant: TenantDep) -> BatchObject:
     """Queue the requests of an uploaded JSONL file; they run at the batch discount."""
-    source = runtime.files.get(tenant, body.input_file_id)
+    try:
+        source = runtime.files.get(tenant, body.input_file_id)
+    except NotFound as exc:  # the request's field is `input_file_id`, not the file API's `file_id`
+        raise NotFound(exc.message, param="input_file_id", code=exc.code) from None
     if source.purpose != "batch":
         raise InvalidRequest(f"file {source.id} has purpose '{source.purpose}'; a batch's input needs 'batch'",
                              param="input_file_id")

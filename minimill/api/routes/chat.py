@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -35,8 +36,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     if model in runtime.upstreams:
         return await proxy.forward(runtime.upstreams[model], "/chat/completions", body, request, runtime, rid=rid,
                                    tenant=tenant, kind="chat.completion")
-    call = ChatCall.prepare(body.model_copy(update={"model": model}), runtime, tenant)
-    stream = await billed_stream(call, runtime, rid, tenant)
+    # Templates and tokenization grow with the input: off the event loop.
+    call = await asyncio.to_thread(ChatCall.prepare, body.model_copy(update={"model": model}), runtime, tenant)
+    # A client that leaves while its request waits or prefills frees its place at the next engine step.
+    stream = await unless_disconnected(request, lambda: billed_stream(call, runtime, rid, tenant))
+    if stream is None:
+        return Response(status_code=499)
     head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": call.engine.name}
 
     if body.stream:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -32,8 +33,12 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     if model in runtime.upstreams:
         return await proxy.forward(runtime.upstreams[model], "/completions", body, request, runtime, rid=rid,
                                    tenant=tenant, kind="text_completion")
-    call = CompletionCall.prepare(body.model_copy(update={"model": model}), runtime, tenant)
-    stream = await billed_stream(call, runtime, rid, tenant)
+    # Templates and tokenization grow with the input: off the event loop.
+    call = await asyncio.to_thread(CompletionCall.prepare, body.model_copy(update={"model": model}), runtime, tenant)
+    # A client that leaves while its request waits or prefills frees its place at the next engine step.
+    stream = await unless_disconnected(request, lambda: billed_stream(call, runtime, rid, tenant))
+    if stream is None:
+        return Response(status_code=499)
     head = {"id": rid, "object": "text_completion", "created": created, "model": call.engine.name}
 
     if body.stream:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.schemas import ModelCard, ModelList
@@ -94,11 +94,13 @@ async def health(runtime: RuntimeDep) -> Response:
 
     body = {"status": "ok" if ok else "degraded", "models": {
         name: {"waiting": s.waiting, "running": s.running, "retained": s.retained,
-               "kv_used": s.kv_used, "kv_total": s.kv_total} for name, s in models.items()}}
+               "kv_used": s.kv_used, "kv_total": s.kv_total, "healthy": s.healthy, "restarts": s.restarts}
+        for name, s in models.items()}}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics")
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text exposition."""
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    text = runtime.metrics.exposition(engine.metrics_text() for engine in runtime.engines.values())
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,128 @@
+"""A soak of mixed traffic — W1 rows on a prompt cache, W2 chat sessions, W3 parallel streams, batches, and
+cache churn — after which memory, file handles and threads are where they were. Its length is
+MINIMILL_SOAK_SECONDS (60 in CI; bench/reliability.md records a 600-second run)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import Server, serve
+
+MODEL = "smollm2-135m"
+KEY = "soaker"
+SECONDS = float(os.environ.get("MINIMILL_SOAK_SECONDS", "60"))
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "workloads"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from serve(tmp_path_factory.mktemp("data"), kv_size=4096, max_seqs=16, api_keys=[KEY])
+
+
+def usage_of(pid: int) -> dict[str, int]:
+    """Resident memory (KiB), open files and threads of a process."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = {key: value.split()[0] for key, _, value in (line.partition(":") for line in status) if value.split()}
+    return {"rss_kib": int(fields["VmRSS"]), "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "threads": int(fields["Threads"])}
+
+
+def workload_prefix() -> str:
+    path = SHARED / "w1_prefix.txt"
+    return path.read_text() if path.is_file() else "Clean the row: trim spaces, title-case names. " * 40
+
+
+async def w1(client: httpx.AsyncClient, stop: float) -> int:
+    prefix = [{"role": "system", "content": workload_prefix()}]
+    cache = (await client.post("/v1/caches", json={"model": MODEL, "messages": prefix, "ttl_seconds": 600})).json()
+    done = 0
+    while done == 0 or time.monotonic() < stop:  # at least once, however slow the cache was to make
+        reply = await client.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [*prefix, {"role": "user", "content": f"row {done}, anna, 1999"}],
+            "max_tokens": 12, "temperature": 0, "cache_id": cache["id"]})
+        assert reply.status_code == 200, reply.text
+        done += 1
+    await client.delete(f"/v1/caches/{cache['id']}")
+    return done
+
+
+async def w2(client: httpx.AsyncClient, stop: float, chat: int) -> int:
+    turns = 0
+    while turns == 0 or time.monotonic() < stop:
+        history: list[dict[str, str]] = []
+        for turn in range(6):
+            history.append({"role": "user", "content": f"Chat {chat}, turn {turn}: tell me something short."})
+            reply = await client.post("/v1/chat/completions", json={
+                "model": MODEL, "messages": history, "max_tokens": 16, "temperature": 0,
+                "session_id": f"soak-{chat}-{turns}"})
+            assert reply.status_code == 200, reply.text
+            history.append({"role": "assistant", "content": reply.json()["choices"][0]["message"]["content"]})
+            turns += 1
+    return turns
+
+
+async def w3(client: httpx.AsyncClient, stop: float) -> int:
+    streams = 0
+    while streams == 0 or time.monotonic() < stop:
+        async def one(n: int) -> None:
+            async with client.stream("POST", "/v1/chat/completions", json={
+                    "model": MODEL, "messages": [{"role": "user", "content": f"Count to {n}."}], "max_tokens": 48,
+                    "temperature": 0.5, "seed": n, "stream": True}) as response:
+                assert response.status_code == 200
+                async for _ in response.aiter_lines():
+                    pass
+        await asyncio.gather(*(one(n) for n in range(8)))
+        streams += 8
+    return streams
+
+
+async def batches(client: httpx.AsyncClient, stop: float) -> int:
+    finished = 0
+    while finished == 0 or time.monotonic() < stop:
+        lines = [json.dumps({"custom_id": f"r{n}", "method": "POST", "url": "/v1/chat/completions",
+                             "body": {"model": MODEL, "max_tokens": 6, "temperature": 0,
+                                      "messages": [{"role": "user", "content": f"Say {n}."}]}}) for n in range(6)]
+        uploaded = (await client.post("/v1/files", data={"purpose": "batch"},
+                                      files={"file": ("b.jsonl", "\n".join(lines).encode())})).json()
+        batch = (await client.post("/v1/batches", json={"input_file_id": uploaded["id"], "completion_window": "24h",
+                                                        "endpoint": "/v1/chat/completions"})).json()
+        while (state := (await client.get(f"/v1/batches/{batch['id']}")).json())["status"] not in (
+                "completed", "failed", "cancelled", "expired"):
+            await asyncio.sleep(0.5)
+        assert state["status"] == "completed", state
+        for file_id in (uploaded["id"], state["output_file_id"]):
+            await client.delete(f"/v1/files/{file_id}")
+        finished += 1
+    return finished
+
+
+async def soak(url: str, seconds: float) -> dict[str, int]:
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers={"authorization": f"Bearer {KEY}"}) as client:
+        stop = time.monotonic() + seconds
+        counts = await asyncio.gather(w1(client, stop), w2(client, stop, 0), w2(client, stop, 1), w3(client, stop),
+                                      batches(client, stop))
+    return dict(zip(("w1_rows", "w2_turns_a", "w2_turns_b", "w3_streams", "batches"), counts, strict=True))
+
+
+def test_a_soak_leaves_memory_files_and_threads_flat(server: Server) -> None:
+    engine_pid = server.runtime.engines[MODEL].pid()
+    assert engine_pid is not None
+    asyncio.run(soak(server.url, min(20.0, SECONDS / 3)))  # warm up: caches, pools, lazily built state
+    before = {"server": usage_of(os.getpid()), "engine": usage_of(engine_pid)}
+    counts = asyncio.run(soak(server.url, SECONDS))
+    time.sleep(2)
+    after = {"server": usage_of(os.getpid()), "engine": usage_of(engine_pid)}
+    assert all(count > 0 for count in counts.values()), counts
+    for process in ("server", "engine"):
+        assert after[process]["fds"] <= before[process]["fds"] + 4, (process, before, after)
+        assert after[process]["threads"] <= before[process]["threads"] + 4, (process, before, after)
+        assert after[process]["rss_kib"] <= before[process]["rss_kib"] + 64 * 1024, (process, before, after)
+    assert server.runtime.engines[MODEL].restarts == 0

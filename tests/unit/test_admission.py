@@ -1,0 +1,43 @@
+"""Admission by expected wait, counted as the fair scheduler serves tenants."""
+
+from __future__ import annotations
+
+import pytest
+
+from minimill.engine.admission import Admission, AdmissionLimits, expected_wait
+from minimill.errors import CapacityExceeded
+
+
+def test_expected_wait_counts_other_tenants_only_up_to_ones_own_share() -> None:
+    backlog = {"flood": 100_000, "b": 0}
+    assert expected_wait(backlog, "b", 100, tokens_per_second=1000) == pytest.approx(0.2)  # 100 mine + 100 of flood
+    assert expected_wait(backlog, "flood", 100, tokens_per_second=1000) == pytest.approx(100.1)
+    assert expected_wait({}, "c", 500, tokens_per_second=1000) == pytest.approx(0.5)
+
+
+def test_a_flooding_tenant_is_refused_with_a_retry_after_while_another_is_admitted() -> None:
+    admission = Admission(AdmissionLimits(max_delay=2.0, max_waiting=1000))
+    admission.observe_step(500, 1.0, full=True)  # 500 tokens/s
+    admission.observe_step(10, 1.0, full=False)  # a decode step measures nothing
+    assert admission.tokens_per_second == 500
+    for _ in range(5):
+        admission.admit("flood", 200)  # up to 1,000 tokens: 2 s
+    with pytest.raises(CapacityExceeded) as refused:
+        admission.admit("flood", 200)  # 1,000 tokens ahead + 200 = 2.4 s > 2 s
+    assert refused.value.retry_after == 1.0
+    admission.admit("b", 200)  # 200 of its own + 200 of the flood's: 0.8 s
+    admission.entered("flood", 200)
+    admission.report({"flood": 600}, {"flood": 3})  # the scheduler now holds what was submitted
+    admission.admit("b", 100)
+
+
+def test_a_tenant_may_not_queue_more_than_its_limit() -> None:
+    admission = Admission(AdmissionLimits(max_delay=1e9, max_waiting=2))
+    admission.admit("a", 1)
+    admission.admit("a", 1)
+    with pytest.raises(CapacityExceeded):
+        admission.admit("a", 1)
+    admission.admit("b", 1)  # another tenant's queue is its own
+    admission.entered("a", 1)
+    admission.report({}, {})
+    admission.admit("a", 1)
