@@ -22,13 +22,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 
 from minimill import errors
 from minimill.engine.engine import EngineStats
-from minimill.engine.llama import JSON_OBJECT_GRAMMAR, LlamaModel, json_schema_to_grammar
+from minimill.engine.llama import LlamaModel
 from minimill.engine.protocol import (
     Abort,
     Aborted,
@@ -46,10 +46,10 @@ from minimill.engine.protocol import (
     TierAnswer,
     TierOf,
 )
+from minimill.engine.text import TextOps, chat_template_of
 from minimill.engine.types import ChoiceDelta, GenerationRequest, KVTier, Usage
 from minimill.errors import EngineUnavailable, InvalidRequest, MinimillError
 from minimill.metrics import Metrics
-from minimill.models.chat import ChatMessage, ChatTemplate
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 300.0
@@ -89,8 +89,8 @@ def fingerprint(request: GenerationRequest) -> str:
     return hashlib.sha256(repr((request.prompt_tokens, request.params, request.n)).encode()).hexdigest()
 
 
-class EngineClient:
-    """One served model: text work here, generation in a supervised engine process."""
+class EngineClient(TextOps):
+    """One served model: text work here (`TextOps`), generation in a supervised engine process."""
 
     def __init__(self, spec: EngineSpec, vocab: LlamaModel, metrics: Metrics, *,
                  log_level: int = logging.WARNING) -> None:
@@ -99,10 +99,7 @@ class EngineClient:
         self.model = vocab
         self.config = spec.config
         self.created = int(time.time())
-        self.template = ChatTemplate.for_model(
-            vocab.meta("tokenizer.chat_template"), vocab.meta("general.architecture"),
-            bos=vocab.special_text(vocab.bos) if vocab.bos >= 0 else "",
-            eos=vocab.special_text(vocab.eos) if vocab.eos >= 0 else "")
+        self.template = chat_template_of(vocab)
         self.longest_piece = vocab.longest_piece()  # bounds a prompt's tokens from its characters
         self._metrics = metrics
         self._log_level = log_level
@@ -114,33 +111,6 @@ class EngineClient:
         self._closing = False
         self._child: _Child | None = self._start()
         self.n_ctx = self._child.ready.n_ctx  # the context a request may use (the vocabulary load has none)
-
-    # ---- text (this process, any thread) -------------------------------------------------------
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        """Token ids of `text`."""
-        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        """Text of token ids; ValueError for ids outside the vocabulary."""
-        return self.model.detokenize(tokens)
-
-    def render_chat(self, messages: list[dict[str, str]], open_turn: bool = True) -> str:
-        """The model's chat template applied to `messages`, with the assistant turn opened if `open_turn`."""
-        return self.template.render([ChatMessage(m["role"], m["content"]) for m in messages], open_turn)
-
-    def chat_tokens(self, messages: list[dict[str, str]], open_turn: bool = True) -> list[int]:
-        """Prompt token ids for a chat (the template writes any BOS itself); a cached chat prefix
-        leaves the assistant turn closed so that later messages can follow it."""
-        return self.tokenize(self.render_chat(messages, open_turn), add_special=False, parse_special=True)
-
-    def grammar_from_json_schema(self, schema: dict[str, object]) -> str:
-        """GBNF constraining output to `schema`; InvalidRequest if it cannot be expressed."""
-        return json_schema_to_grammar(schema)
-
-    @property
-    def json_object_grammar(self) -> str:
-        """GBNF for any JSON object."""
-        return JSON_OBJECT_GRAMMAR
 
     # ---- the engine process ------------------------------------------------------------------------
     @property

@@ -14,17 +14,15 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from minimill.config import EngineConfig
 from minimill.engine.admission import Admission, AdmissionLimits
 from minimill.engine.llama import (
-    JSON_OBJECT_GRAMMAR,
     ContextShape,
     LlamaContext,
     LlamaModel,
-    json_schema_to_grammar,
 )
 from minimill.engine.output import TextStream
 from minimill.engine.plan import SampledToken
@@ -32,6 +30,7 @@ from minimill.engine.runner import ChoiceSampler, Runner, StepAborted
 from minimill.engine.scheduler import Scheduler, SchedulerCounters, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
+from minimill.engine.text import TextOps, chat_template_of
 from minimill.engine.types import (
     ChoiceDelta,
     FinishReason,
@@ -46,7 +45,6 @@ from minimill.engine.types import (
 from minimill.errors import CapacityExceeded, ContextOverflow, EngineUnavailable, InvalidRequest
 from minimill.kv.tiers import StoredKV, TierStore
 from minimill.metrics import Metrics
-from minimill.models.chat import ChatMessage, ChatTemplate
 
 log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 1.0
@@ -100,7 +98,7 @@ class _Request:
             self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
 
 
-class Engine:
+class Engine(TextOps):
     """One model served: tokenization, chat templates, and generation with continuous batching."""
 
     def __init__(self, name: str, model: LlamaModel, config: EngineConfig, metrics: Metrics,
@@ -127,10 +125,7 @@ class Engine:
         self.runner = Runner(self.ctx)
         self.admission = Admission(AdmissionLimits(max_delay=config.max_queue_delay, max_waiting=config.max_queue,
                                                    slots=config.max_seqs))
-        self.template = ChatTemplate.for_model(
-            model.meta("tokenizer.chat_template"), model.meta("general.architecture"),
-            bos=model.special_text(model.bos) if model.bos >= 0 else "",
-            eos=model.special_text(model.eos) if model.eos >= 0 else "")
+        self.template = chat_template_of(model)
         self._metrics = metrics
         self._keys = itertools.count(1)
         self._inbox: queue.SimpleQueue[tuple[str, _Request]] = queue.SimpleQueue()
@@ -150,33 +145,6 @@ class Engine:
         metrics.kv_total.labels(name).set(self.ctx.n_ctx)
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
-
-    # ---- text helpers (safe from any thread: they touch the vocabulary only) -------------------
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        """Token ids of `text`."""
-        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        """Text of token ids."""
-        return self.model.detokenize(tokens)
-
-    def render_chat(self, messages: list[dict[str, str]], open_turn: bool = True) -> str:
-        """The model's chat template applied to `messages`, with the assistant turn opened if `open_turn`."""
-        return self.template.render([ChatMessage(m["role"], m["content"]) for m in messages], open_turn)
-
-    def chat_tokens(self, messages: list[dict[str, str]], open_turn: bool = True) -> list[int]:
-        """Prompt token ids for a chat (the template writes any BOS itself); a cached chat prefix
-        leaves the assistant turn closed so that later messages can follow it."""
-        return self.tokenize(self.render_chat(messages, open_turn), add_special=False, parse_special=True)
-
-    def grammar_from_json_schema(self, schema: dict[str, object]) -> str:
-        """GBNF constraining output to `schema`; InvalidRequest if it cannot be expressed."""
-        return json_schema_to_grammar(schema)
-
-    @property
-    def json_object_grammar(self) -> str:
-        """GBNF for any JSON object."""
-        return JSON_OBJECT_GRAMMAR
 
     @property
     def batch_slots(self) -> int:
@@ -217,16 +185,6 @@ class Engine:
         self._wake.set()
 
     # ---- generation --------------------------------------------------------------------------
-    async def run_to_end(self, request: GenerationRequest) -> Usage:
-        """Run `request` for what it leaves behind (a prefilled, kept prefix), discarding its text: its usage."""
-        usage = None
-        async for item in self.generate(request):
-            if isinstance(item, Usage):
-                usage = item
-        if usage is None:  # generate always ends with one; kept explicit for the type checker
-            raise EngineUnavailable(f"request {request.request_id} ended without its usage")
-        return usage
-
     async def generate(self, request: GenerationRequest) -> AsyncIterator[ChoiceDelta | Usage]:
         """Stream deltas of all choices, then one Usage. Raises before the first item on bad input.
 
