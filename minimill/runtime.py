@@ -11,36 +11,35 @@ from minimill.batch.store import BatchStore
 from minimill.billing.ledger import Ledger
 from minimill.billing.meter import Meter
 from minimill.billing.prices import CostModel, PriceBook, Prices
+from minimill.billing.throughput import Throughput, ThroughputStore, measured
 from minimill.config import BillingConfig, Config, UpstreamSpec
 from minimill.engine.client import EngineClient
 from minimill.engine.grammar import GrammarGuard, GrammarProbe
 from minimill.engine.llama import LlamaModel
 from minimill.engine.protocol import EngineSpec
+from minimill.engine.selftest import engine_build
 from minimill.errors import InvalidRequest, NotFound
 from minimill.evals.results import ResultStore
 from minimill.kv.caches import Caches
 from minimill.kv.tiers import TierLimits
 from minimill.metrics import Metrics
 from minimill.models.catalogue import ModelSpec, resolve
-from minimill.models.fingerprint import file_digest
+from minimill.models.fingerprint import file_digest, system_fingerprint
 from minimill.router.policy import Router
 from minimill.router.upstream import Upstream
 
-# The cost model's throughputs were measured on SmolLM2-135M; a model's compute per token (and so its
-# price) is taken to grow with its parameter count.
-REFERENCE_PARAMS = 134_515_008
 
-
-def price_book(billing: BillingConfig, params: dict[str, int] | None = None,
+def price_book(billing: BillingConfig, throughput: dict[str, Throughput] | None = None,
                upstreams: tuple[UpstreamSpec, ...] = ()) -> PriceBook:
-    """Prices from the cost model (a local model's scaled by its parameter count, `params`), with any price
-    the config sets explicitly; an upstream's from its spec."""
+    """Prices from the cost model: a local model's from its own measured throughput on this hardware
+    (`throughput`, see `minimill calibrate`), with any price the config sets explicitly; an upstream's from
+    its spec. A model never measured gets the cost model's reference rates."""
     model = CostModel(hardware_usd_per_hour=billing.hardware_usd_per_hour, margin=billing.margin)
 
-    def scaled(n_params: int) -> CostModel:
-        factor = REFERENCE_PARAMS / n_params
-        return replace(model, prefill_tokens_per_second=model.prefill_tokens_per_second * factor,
-                       decode_tokens_per_second=model.decode_tokens_per_second * factor)
+    def measured_model(found: Throughput) -> CostModel:
+        return replace(model, prefill_tokens_per_second=found.prefill_tokens_per_second,
+                       decode_tokens_per_second=found.decode_tokens_per_second,
+                       kv_bytes_per_token=found.kv_bytes_per_token)
 
     def configured(prices: Prices, source: object) -> Prices:
         given = {name: Decimal(str(value)) for name in ("input", "cached_input", "output", "cache_storage",
@@ -49,7 +48,8 @@ def price_book(billing: BillingConfig, params: dict[str, int] | None = None,
         return replace(prices, **given) if given else prices
 
     default = configured(model.prices(), billing)
-    overrides = {name: configured(scaled(n).prices(), billing) for name, n in (params or {}).items()}
+    overrides = {name: configured(measured_model(found).prices(), billing)
+                 for name, found in (throughput or {}).items()}
     for spec in upstreams:
         prices = configured(default, spec)
         if spec.price_input is not None and spec.price_cached_input is None:  # no discount known: full price
@@ -97,8 +97,9 @@ class Runtime:
                 engine.close()
             ledger.close()
             raise
-        prices = price_book(config.billing, {name: e.model.n_params for name, e in engines.items()},
-                            config.routing.upstreams)
+        rates = {name: found for name, spec in specs.items()
+                 if (found := measured(_digest(config, spec), ThroughputStore(config.data_dir / "throughput.json")))}
+        prices = price_book(config.billing, rates, config.routing.upstreams)
         meter = Meter(ledger, prices)
 
         def list_price(model: str) -> float:
@@ -169,12 +170,18 @@ def _check_names(config: Config, local: list[str], upstream: list[str]) -> None:
         raise ValueError(f"the default model {override!r} is not served (served: {', '.join([*local, *upstream])})")
 
 
+def _digest(config: Config, spec: ModelSpec) -> str:
+    """The model file's SHA-256 (remembered in the data dir)."""
+    return file_digest(spec.path, config.data_dir / "fingerprints")
+
+
 def _engine_spec(config: Config, spec: ModelSpec) -> EngineSpec:
     """What a model's engine process builds: the model, its sizes, and its RAM and disk tiers (files are only
     valid for this exact model file and KV type)."""
-    digest = file_digest(spec.path, config.data_dir / "fingerprints")
+    digest = _digest(config, spec)
     kv_type = config.engine.kv_type
     directory = config.data_dir / "kv" / f"{spec.id}-{digest[:16]}-{kv_type}"
     limits = TierLimits(ram_bytes=config.engine.ram_tier_bytes, disk_bytes=config.engine.disk_tier_bytes)
     return EngineSpec(name=spec.id, model_path=spec.path, config=config.engine, tier_fingerprint=f"{digest}:{kv_type}",
+                      system_fingerprint=system_fingerprint(digest, engine_build()),
                       tier_directory=directory, tier_limits=limits)

@@ -12,7 +12,7 @@ from minimill import __version__
 from minimill.api import errors
 from minimill.api.batch_lines import BatchLines
 from minimill.api.door import Door, DoorLimits
-from minimill.api.routes import batches, billing, caches, chat, completions, files, info
+from minimill.api.routes import batches, billing, caches, chat, completions, files, info, tokens
 from minimill.batch.runner import BatchRunner
 from minimill.runtime import Runtime
 
@@ -46,6 +46,6 @@ def create_app(runtime: Runtime) -> FastAPI:
                         max_upload_bytes=config.batch.max_file_bytes + MULTIPART_OVERHEAD_BYTES)
     app.add_middleware(Door, limits=limits, keys=config.server.api_keys)
     errors.install(app)
-    for module in (chat, completions, caches, files, batches, billing, info):
+    for module in (chat, completions, tokens, caches, files, batches, billing, info):
         app.include_router(module.router)
     return app

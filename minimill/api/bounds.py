@@ -37,11 +37,11 @@ def check_text_fits(texts: Sequence[str], longest_piece: int, n_ctx: int, param:
                               code="context_length_exceeded")
 
 
-def check_token_ids(prompts: Sequence[Sequence[int]], n_vocab: int) -> None:
+def check_token_ids(prompts: Sequence[Sequence[int]], n_vocab: int, param: str = "prompt") -> None:
     """Every prompt token id inside the vocabulary (checked before anything detokenizes them)."""
     for prompt in prompts:
         if any(not 0 <= t < n_vocab for t in prompt):
-            raise InvalidRequest(f"token ids must be in [0, {n_vocab})", param="prompt")
+            raise InvalidRequest(f"token ids must be in [0, {n_vocab})", param=param)
 
 
 def completion_texts(body: CompletionRequest) -> list[str]:

@@ -4,7 +4,7 @@ the online route and a Batch API line share (so both validate, run and answer id
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from minimill.api import bounds, convert
@@ -18,12 +18,16 @@ from minimill.api.schemas import (
     Completion,
     CompletionChoice,
     CompletionRequest,
+    FunctionCallOut,
+    ToolCallOut,
     UsageOut,
 )
 from minimill.engine.client import EngineClient
 from minimill.engine.types import ChoiceDelta, GenerationRequest, NamedKV, Priority, SamplingParams
 from minimill.errors import InvalidRequest
 from minimill.runtime import Runtime
+from minimill.serving.tools import ToolUse, calls_grammar
+from minimill.serving.tools import parse as parse_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,7 @@ class ChatCall:
     prompt: list[int]
     use: KVUse
     params: SamplingParams
+    tools: ToolUse | None = None
     kind: Literal["chat.completion"] = "chat.completion"
 
     @classmethod
@@ -47,14 +52,25 @@ class ChatCall:
         bounds.check_messages(len(body.messages), limits)
         bounds.check_sampling(body, limits)
         messages = convert.chat_messages(body)
-        bounds.check_text_fits([m["content"] for m in messages], engine.longest_piece, engine.n_ctx, "messages")
-        grammar = convert.chat_grammar(body, engine, runtime.grammars[engine.name])
-        prompt = engine.chat_tokens(messages)
+        bounds.check_text_fits([m.content for m in messages], engine.longest_piece, engine.n_ctx, "messages")
+        guard = runtime.grammars[engine.name]
+        tools = convert.chat_tools(body, engine.template, engine.name)
+        if tools is None:
+            grammar, triggers = convert.chat_grammar(body, engine, guard), tuple[str, ...]()
+        elif body.response_format is not None and body.response_format.type != "text":
+            raise InvalidRequest("response_format cannot be combined with tools here: the answer is either calls "
+                                 "or free text", param="response_format")
+        else:  # calls are constrained from the start when required, from the opened call when the model chooses
+            grammar = calls_grammar(tools, lambda schema: guard.from_schema(schema, "tools"))
+            triggers = tools.triggers()
+        prompt = engine.chat_tokens(messages, tools=[f.as_tool() for f in tools.functions] if tools else ())
         use = kv_use(runtime, body, tenant, engine.name, [prompt], sessions=sessions)
         params = convert.sampling_params(
             body, engine, len(prompt), max_tokens=body.max_completion_tokens or body.max_tokens,
             logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=grammar)
-        return cls(body, engine, prompt, use, params)
+        if triggers:
+            params = replace(params, grammar_triggers=triggers)
+        return cls(body, engine, prompt, use, params, tools)
 
     @property
     def prompts(self) -> list[list[int]]:
@@ -73,12 +89,29 @@ class ChatCall:
                                   self.use.reuse or reuse, self.use.keep, priority, on_abort)]
 
     def response(self, rid: str, created: int, choices: list[ChoiceText], usage: UsageOut) -> ChatCompletion:
-        """The whole answer."""
+        """The whole answer; with tools, each choice's calls as `tool_calls` (finish_reason `tool_calls`)."""
         logprobs = self.body.logprobs
-        return ChatCompletion(id=rid, created=created, model=self.engine.name, usage=usage, choices=[
-            ChatChoice(index=i, message=ChatMessageOut(content=c.text), finish_reason=c.finish_reason,
+        return ChatCompletion(id=rid, created=created, model=self.engine.name,
+                              system_fingerprint=self.engine.system_fingerprint, usage=usage, choices=[
+            ChatChoice(index=i, message=message, finish_reason=finish,
                        logprobs=convert.chat_logprobs(c.logprobs) if logprobs else None)
-            for i, c in enumerate(choices)])
+            for i, c in enumerate(choices) for message, finish in [self._message(c)]])
+
+    def _message(self, choice: ChoiceText) -> tuple[ChatMessageOut, str | None]:
+        """A choice's message and finish reason."""
+        if self.tools is None:
+            return ChatMessageOut(content=choice.text), choice.finish_reason
+        content, calls = parse_calls(choice.text, self.tools.names)
+        if not calls:
+            return ChatMessageOut(content=choice.text), choice.finish_reason
+        if self.body.functions is not None:  # the legacy shape: one call, as `function_call`
+            first = calls[0]
+            return ChatMessageOut(content=content or None,
+                                  function_call=FunctionCallOut(name=first.name, arguments=first.arguments)), \
+                "function_call"
+        return ChatMessageOut(content=content or None, tool_calls=[
+            ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments)) for c in calls]), \
+            "tool_calls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +124,7 @@ class CompletionCall:
     use: KVUse
     params: list[SamplingParams]  # one per prompt (max_tokens depends on its length)
     echoes: list[str]
+    first_tokens: list[str]  # each prompt's first token's text: the head of its scored echo
     kind: Literal["text_completion"] = "text_completion"
 
     @classmethod
@@ -108,8 +142,11 @@ class CompletionCall:
         use = kv_use(runtime, body, tenant, engine.name, prompts, sessions=sessions)
         params = [convert.sampling_params(body, engine, len(p), max_tokens=body.max_tokens, logprobs=body.logprobs,
                                           grammar=None) for p in prompts]
+        if body.echo and body.logprobs is not None:  # OpenAI's echo with logprobs scores the prompt too
+            params = [replace(p, prompt_logprobs=body.logprobs) for p in params]
         echoes = [engine.detokenize(p) if body.echo else "" for p in prompts]
-        return cls(body, engine, prompts, use, params, echoes)
+        firsts = [engine.detokenize(p[:1]) if body.echo else "" for p in prompts]
+        return cls(body, engine, prompts, use, params, echoes, firsts)
 
     @property
     def n_choices(self) -> int:
@@ -124,15 +161,21 @@ class CompletionCall:
                 for k, (p, params) in enumerate(zip(self.prompts, self.params, strict=True))]
 
     def response(self, rid: str, created: int, choices: list[ChoiceText], usage: UsageOut) -> Completion:
-        """The whole answer, echoes included."""
+        """The whole answer, echoes included (and, with echo and logprobs, the prompt's token logprobs)."""
         out = []
         for i, c in enumerate(choices):
-            echo = self.echoes[i // self.body.n]
-            logprobs = (convert.completion_logprobs(c.logprobs, len(echo)) if self.body.logprobs is not None
-                        else None)
+            k = i // self.body.n
+            echo = self.echoes[k]
+            logprobs = None
+            if self.body.logprobs is not None and self.body.echo:
+                logprobs = convert.completion_logprobs(c.logprobs, 0, first_prompt_token=self.first_tokens[k],
+                                                       prompt=choices[k * self.body.n].prompt_logprobs)
+            elif self.body.logprobs is not None:
+                logprobs = convert.completion_logprobs(c.logprobs, len(echo))
             out.append(CompletionChoice(index=i, text=echo + c.text, finish_reason=c.finish_reason,
                                         logprobs=logprobs))
-        return Completion(id=rid, created=created, model=self.engine.name, choices=out, usage=usage)
+        return Completion(id=rid, created=created, model=self.engine.name,
+                          system_fingerprint=self.engine.system_fingerprint, choices=out, usage=usage)
 
 
 Call = ChatCall | CompletionCall

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from minimill.api.schemas import (
@@ -11,6 +12,8 @@ from minimill.api.schemas import (
     CompletionLogprobs,
     CompletionRequest,
     CostOut,
+    NamedFunction,
+    NamedToolChoice,
     PromptTokensDetails,
     SamplingFields,
     TokenLogprobOut,
@@ -21,14 +24,17 @@ from minimill.engine.client import EngineClient
 from minimill.engine.grammar import GrammarGuard
 from minimill.engine.types import SamplingParams, TokenLogprob, Usage
 from minimill.errors import ContextOverflow, InvalidRequest
+from minimill.models.chat import ChatMessage, ChatTemplate
+from minimill.serving.tools import Function, ToolUse, tool_use
 
 # OpenAI chat fields for features minimill does not have: refused by name rather than silently ignored.
 UNSUPPORTED_CHAT_FIELDS = {
-    "functions": "function calling is not available", "function_call": "function calling is not available",
-    "tool_choice": "tools are not available", "audio": "audio output is not available",
-    "modalities": "only text output is available", "prediction": "predicted outputs are not available",
-    "web_search_options": "web search is not available",
+    "audio": "audio output is not available", "modalities": "only text output is available",
+    "prediction": "predicted outputs are not available", "web_search_options": "web search is not available",
 }
+# Content parts minimill's models cannot read, and the capability each would need.
+UNSUPPORTED_PARTS = {"image_url": "image input", "input_image": "image input", "input_audio": "audio input",
+                     "file": "file input", "input_file": "file input"}
 
 
 def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -98,18 +104,41 @@ def chat_grammar(body: ChatCompletionRequest, engine: EngineClient, guard: Gramm
     return guard.from_schema(fmt.json_schema.json_schema)
 
 
-def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
-    """Messages as role/content dicts; `developer` is the newer name of `system`."""
-    if body.tools:
-        raise InvalidRequest("tools are not supported by this server", param="tools")
+def chat_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
+    """The request's messages for the chat template; 400 naming any OpenAI feature minimill lacks."""
     extra = body.model_extra or {}
     for name, why in UNSUPPORTED_CHAT_FIELDS.items():
         value = extra.get(name)
-        if value is not None and not (name == "modalities" and value == ["text"]) and \
-                not (name == "tool_choice" and value == "none"):
+        if value is not None and not (name == "modalities" and value == ["text"]):
             raise InvalidRequest(f"{name} is not supported by this server: {why}", param=name,
                                  code="unsupported_parameter")
     return messages_of(body.messages)
+
+
+def chat_tools(body: ChatCompletionRequest, template: ChatTemplate, model: str) -> ToolUse | None:
+    """`tools` / `tool_choice` / `parallel_tool_calls` (or the legacy `functions` / `function_call`, one
+    call at most) as a ToolUse; None without tools or with `tool_choice: "none"`. 400 when the model's chat
+    template cannot render tools."""
+    if body.functions is not None and body.tools is not None:
+        raise InvalidRequest("use tools or the legacy functions, not both", param="functions")
+    if body.tools is not None:
+        defs, parallel, param = [t.function for t in body.tools], body.parallel_tool_calls, "tools"
+        raw_choice = body.tool_choice
+        choice = raw_choice.function.name if isinstance(raw_choice, NamedToolChoice) else raw_choice or "auto"
+    else:
+        defs, parallel, param = list(body.functions or ()), False, "functions"
+        legacy = body.function_call
+        choice = legacy.name if isinstance(legacy, NamedFunction) else legacy or "auto"
+    functions = [Function(f.name, f.description or "", f.parameters or {"type": "object", "properties": {}},
+                          bool(f.strict)) for f in defs]
+    use = tool_use(functions, choice, parallel)
+    if use is None or use.choice == "none":
+        return None
+    if not template.renders_tools:
+        raise InvalidRequest(f"the model '{model}' cannot call tools: its chat template has no tool support "
+                             "(use a model whose template has one, such as qwen2.5-coder-0.5b)", param=param,
+                             code="tools_not_supported")
+    return use
 
 
 def completion_prompts(body: CompletionRequest, engine: EngineClient) -> list[list[int]]:
@@ -151,9 +180,35 @@ def add_usage(total: Usage, more: Usage) -> Usage:
                  total.kept_tokens + more.kept_tokens, max(total.kept_seconds, more.kept_seconds))
 
 
-def messages_of(messages: Sequence[ChatMessageIn]) -> list[dict[str, str]]:
-    """Messages as role/content dicts; `developer` is the newer name of `system`."""
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+def messages_of(messages: Sequence[ChatMessageIn]) -> list[ChatMessage]:
+    """Messages for the chat template: `developer` is the newer name of `system`, `function` the legacy
+    `tool`; an assistant's calls carry their arguments as objects (templates write them out as JSON). 400
+    for content minimill's models cannot read."""
+    out = []
+    for i, m in enumerate(messages):
+        for part in m.content if isinstance(m.content, list) else ():
+            if part.type != "text":
+                capability = UNSUPPORTED_PARTS.get(part.type, f"content of type {part.type!r}")
+                raise InvalidRequest(f"messages[{i}] has a {part.type} part: {capability} is not supported by "
+                                     "minimill's models (they read text only)", param=f"messages[{i}].content",
+                                     code="unsupported_content")
+            if part.text is None:
+                raise InvalidRequest(f"messages[{i}] has a text part without text", param=f"messages[{i}].content")
+        calls: tuple[dict[str, object], ...] = tuple({"id": c.id, "type": "function",
+                       "function": {"name": c.function.name, "arguments": _arguments(c.function.arguments, i)}}
+                      for c in m.tool_calls or ())
+        role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
+        out.append(ChatMessage(role, m.text(), calls, m.tool_call_id, m.name))
+    return out
+
+
+def _arguments(text: str, index: int) -> object:
+    """A call's arguments from the history (JSON text) as the value templates write out."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidRequest(f"messages[{index}].tool_calls has arguments that are not JSON",
+                             param=f"messages[{index}].tool_calls") from None
 
 
 def prompt_tokens(prompt: str | list[int], engine: EngineClient) -> list[int]:
@@ -174,12 +229,21 @@ def chat_logprobs(items: Sequence[TokenLogprob]) -> ChatLogprobs:
         for i in items])
 
 
-def completion_logprobs(items: Sequence[TokenLogprob], start_offset: int) -> CompletionLogprobs:
-    """EngineClient logprobs → legacy completions logprobs (text offsets count from `start_offset`)."""
+def completion_logprobs(items: Sequence[TokenLogprob], start_offset: int, *, first_prompt_token: str | None = None,
+                        prompt: Sequence[TokenLogprob] = ()) -> CompletionLogprobs:
+    """EngineClient logprobs → legacy completions logprobs (text offsets count from `start_offset`). An echoed,
+    scored prompt comes first: its first token (no logprob: nothing precedes it), then `prompt`'s."""
+    tokens: list[str] = []
+    values: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    if first_prompt_token is not None:
+        tokens, values, tops = [first_prompt_token], [None], [None]
+    for item in (*prompt, *items):
+        tokens.append(item.text)
+        values.append(item.logprob)
+        tops.append({t.text: t.logprob for t in item.top})
     offsets, offset = [], start_offset
-    for item in items:
+    for text in tokens:
         offsets.append(offset)
-        offset += len(item.text)
-    return CompletionLogprobs(tokens=[i.text for i in items], token_logprobs=[i.logprob for i in items],
-                              top_logprobs=[{t.text: t.logprob for t in i.top} for i in items],
-                              text_offset=offsets)
+        offset += len(text)
+    return CompletionLogprobs(tokens=tokens, token_logprobs=values, top_logprobs=tops, text_offset=offsets)

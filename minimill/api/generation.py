@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -27,6 +27,7 @@ class ChoiceText:
     text: str = ""
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # when the request scored its prompt
 
 
 async def start(engine: EngineClient, requests: Sequence[GenerationRequest]) -> AsyncIterator[ChoiceDelta | Usage]:
@@ -80,8 +81,7 @@ async def _merge(primed: list[tuple[ChoiceDelta | Usage, AsyncIterator[ChoiceDel
                 total = add_usage(total, item)
                 remaining -= 1
             else:
-                yield ChoiceDelta(index=item.index + offsets[k], text=item.text, token_ids=item.token_ids,
-                                  logprobs=item.logprobs, finish_reason=item.finish_reason)
+                yield replace(item, index=item.index + offsets[k])
         yield total
     finally:
         for task in tasks:
@@ -100,6 +100,7 @@ async def gather(stream: AsyncIterator[ChoiceDelta | U], n_choices: int) -> tupl
         choice = choices[item.index]
         choice.text += item.text
         choice.logprobs.extend(item.logprobs)
+        choice.prompt_logprobs.extend(item.prompt_logprobs)
         if item.finish_reason is not None:
             choice.finish_reason = item.finish_reason
     assert usage is not None, "a finished stream ends with its usage"

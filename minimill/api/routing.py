@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from statistics import fmean
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -23,6 +22,7 @@ from minimill.api.generation import gather
 from minimill.api.schemas import ChatCompletionRequest
 from minimill.api.sse import event, event_stream
 from minimill.errors import CapacityExceeded, ContextOverflow, InvalidRequest, MinimillError, UpstreamFailed
+from minimill.evals.runner import mean_logprob
 from minimill.evals.suites import ALL as SUITES
 from minimill.router.checks import Verdict, check, validate_grader
 from minimill.router.features import detect_task
@@ -43,17 +43,6 @@ async def attempt(model: str, body: ChatCompletionRequest, runtime: Runtime, *, 
     stream = await billed_stream(call, runtime, rid, tenant)
     choices, usage = await gather(stream, call.n_choices)
     return call.response(rid, int(time.time()), choices, usage).model_dump()
-
-
-def mean_logprob(reply: dict[str, Any]) -> float | None:
-    """Mean log-probability of the first choice's tokens (None when the model gave none, or an upstream gave
-    something unreadable: then confidence is not checked)."""
-    try:
-        content = ((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content") or []
-        values = [float(token["logprob"]) for token in content if token.get("logprob") is not None]
-    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
-        return None
-    return fmean(values) if values and all(math.isfinite(v) for v in values) else None
 
 
 def _answer_text(reply: dict[str, Any]) -> str:
@@ -77,17 +66,20 @@ def plan(body: ChatCompletionRequest, runtime: Runtime) -> AutoPlan:
     metadata = body.metadata or {}
     text = "\n".join(message.text() for message in body.messages)
     response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
-    task = detect_task(text, metadata=metadata, response_format=response_format, suites=SUITES)
+    task = detect_task(text, metadata=metadata, response_format=response_format, suites=SUITES,
+                       tools=bool(body.tools or body.functions))
     grader = metadata.get("grader")
     validate_grader(grader)
+    route = runtime.router.route(task)
+    tuned = route.min_confidence if route.min_confidence is not None else runtime.config.routing.min_confidence
     try:
-        min_confidence = float(metadata.get("min_confidence", runtime.config.routing.min_confidence))
+        min_confidence = float(metadata.get("min_confidence", tuned))
         if not math.isfinite(min_confidence):
             raise ValueError(min_confidence)
     except ValueError:
         raise InvalidRequest("metadata.min_confidence must be a number (a mean log-probability, e.g. -1.0)",
                              param="metadata") from None
-    return AutoPlan(runtime.router.route(task), grader, min_confidence, response_format)
+    return AutoPlan(route, grader, min_confidence, response_format)
 
 
 async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str,
@@ -139,9 +131,12 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str,
 
 async def _as_stream(reply: dict[str, Any], body: ChatCompletionRequest) -> AsyncIterator[str]:
     head = {"id": reply["id"], "object": "chat.completion.chunk", "created": reply.get("created", int(time.time())),
-            "model": reply["model"]}
+            "model": reply["model"], "system_fingerprint": reply.get("system_fingerprint")}
     for index, choice in enumerate(reply["choices"]):
-        delta = {"role": "assistant", "content": (choice.get("message") or {}).get("content")}
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
         yield event({**head, "choices": [{"index": index, "delta": delta, "logprobs": choice.get("logprobs"),
                                           "finish_reason": choice.get("finish_reason")}]})
     if body.stream_options is not None and body.stream_options.include_usage:

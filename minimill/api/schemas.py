@@ -23,29 +23,82 @@ class OpenAIRequest(BaseModel):
         return self
 
 
-class TextPart(BaseModel):
-    """A text part of a message's content list."""
-
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessageIn(BaseModel):
-    """One input message; content may be a string or a list of text parts."""
+class ContentPart(BaseModel):
+    """A part of a message's content list: text, or a kind of input minimill's models do not read
+    (`image_url`, `input_audio`, `file`: refused by name when the message is used)."""
 
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    type: str = Field(max_length=64)
+    text: str | None = None
+
+
+class FunctionCallIn(BaseModel):
+    """`function` of a tool call in the history: the name and the arguments as JSON text."""
+
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(BaseModel):
+    """A call the assistant made earlier in the conversation."""
+
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class ChatMessageIn(BaseModel):
+    """One input message; content may be a string or a list of parts. Assistant messages may carry the
+    `tool_calls` they made; `tool` messages answer one by `tool_call_id` (`function`: the legacy form)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=256)
 
     def text(self) -> str:
-        """Content flattened to text."""
+        """Content flattened to text (parts other than text are refused by `convert` before this)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text or "" for part in self.content)
+
+
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class FunctionDef(BaseModel):
+    """A function a tool (or the legacy `functions`) offers: name, description, JSON schema of its arguments."""
+
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolIn(BaseModel):
+    """One entry of `tools`."""
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    """`{"name": ...}` of a named tool choice."""
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice: {"type": "function", "function": {"name": ...}}`: that function must be called."""
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -123,7 +176,12 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: StrictBool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolIn] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool = True
+    # the legacy form of tools: one function call at most
+    functions: list[FunctionDef] | None = Field(default=None, max_length=128)
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
     # OpenAI's: up to 16 string pairs. minimill's router reads `task`, `grader` and `min_confidence`.
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = None
 
@@ -139,6 +197,7 @@ class CompletionRequest(SamplingFields):
     """`POST /v1/completions`."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=None, ge=0)  # 0 with echo and logprobs: scoring the prompt
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: StrictBool = False
     suffix: str | None = None
@@ -198,16 +257,33 @@ class CompletionLogprobs(BaseModel):
     """`choices[].logprobs` of legacy completions."""
 
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]  # None: an echoed prompt's first token (nothing precedes it)
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 
+class FunctionCallOut(BaseModel):
+    """`function` of a call the model made: its name and the arguments as a JSON string."""
+
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    """One call the model made."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(BaseModel):
-    """The assistant's message."""
+    """The assistant's message: text, or calls (then content is null unless the model wrote text first)."""
 
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+    function_call: FunctionCallOut | None = None  # a request with the legacy `functions` gets its call here
 
 
 class ChatChoice(BaseModel):
@@ -226,6 +302,7 @@ class ChatCompletion(BaseModel):
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
+    system_fingerprint: str | None = None
     choices: list[ChatChoice]
     usage: UsageOut
 
@@ -246,6 +323,7 @@ class Completion(BaseModel):
     object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
+    system_fingerprint: str | None = None
     choices: list[CompletionChoice]
     usage: UsageOut
 
@@ -287,6 +365,45 @@ class CacheCreateRequest(OpenAIRequest):
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of 'messages' or 'prompt'")
         return self
+
+
+class TokenizeRequest(OpenAIRequest):
+    """`POST /tokenize` (vLLM's shape): a prompt, or chat messages rendered by the model's template."""
+
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessageIn] | None = Field(default=None, min_length=1)
+    add_special_tokens: StrictBool = True
+    add_generation_prompt: StrictBool = True
+    return_token_strs: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of 'messages' or 'prompt'")
+        return self
+
+
+class TokenizeResponse(BaseModel):
+    """What `/tokenize` answers: the ids, their count, and the context a request may use."""
+
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(OpenAIRequest):
+    """`POST /detokenize` (vLLM's shape)."""
+
+    model: str
+    tokens: list[int] = Field(max_length=1 << 20)
+
+
+class DetokenizeResponse(BaseModel):
+    """The text of the ids."""
+
+    prompt: str
 
 
 class CacheUpdateRequest(OpenAIRequest):

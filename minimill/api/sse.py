@@ -28,9 +28,10 @@ def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
 
 
 def stream_response(items: AsyncIterator[ChoiceDelta | UsageOut],
-                    chunk: Callable[[ChoiceDelta], dict[str, object]],
+                    chunks: Callable[[ChoiceDelta], list[dict[str, object]]],
                     head: dict[str, object], include_usage: bool) -> StreamingResponse:
-    """Stream deltas as chunks (`head` + choices); a usage chunk with empty choices when asked for.
+    """Stream deltas as chunks (`head` + choices; a delta may make several, or none); a usage chunk with
+    empty choices when asked for.
 
     Closing the response (client gone) closes `items`, which aborts the engine requests.
     """
@@ -42,7 +43,8 @@ def stream_response(items: AsyncIterator[ChoiceDelta | UsageOut],
                     if include_usage:
                         yield event({**head, "choices": [], "usage": item.model_dump()})
                 else:
-                    yield event(chunk(item))
+                    for payload in chunks(item):
+                        yield event(payload)
         except MinimillError as exc:  # the 200 has been sent: report in-band, as OpenAI does
             yield event(describe(exc)[1])
         finally:

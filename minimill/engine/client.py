@@ -96,6 +96,7 @@ class EngineClient(TextOps):
                  log_level: int = logging.WARNING) -> None:
         self.spec = spec
         self.name = spec.name
+        self.system_fingerprint = spec.system_fingerprint
         self.model = vocab
         self.config = spec.config
         self.created = int(time.time())

@@ -70,6 +70,7 @@ class _Choice:
     seq: Seq
     text: TextStream
     done: bool = False
+    scores: list[TokenLogprob] = field(default_factory=list)  # prompt logprobs, until the first delta carries them
 
 
 @dataclass(slots=True, eq=False)
@@ -235,7 +236,8 @@ class Engine(TextOps):
                 key = next(self._keys)
                 seq = Seq(key=key, tenant=request.tenant, tokens=list(request.prompt_tokens),
                           num_prompt=len(request.prompt_tokens), max_tokens=params.max_tokens,
-                          batch=request.priority == "batch")
+                          batch=request.priority == "batch",
+                          score_prompt=params.prompt_logprobs is not None and index == 0)
                 if request.keep is not None and index == 0:
                     seq.pin = Pin(request.keep.name, request.keep.expires_at)
                 if request.reuse is not None and request.reuse.namespace != request.tenant:
@@ -350,6 +352,9 @@ class Engine(TextOps):
         self.admission.observe_step(plan.num_tokens, time.monotonic() - started,
                                     full=plan.num_tokens >= self.config.step_tokens // 2)
         advanced = self.scheduler.update(plan, result)
+        for key, scores in result.scored:
+            if (state := self._live.get(key)) is not None:
+                next(c for c in state.choices if c.seq.key == key).scores.extend(scores)
         by_key = {sampled.key: sampled for sampled in result.sampled}
         for seq in advanced:
             self._on_token(seq, by_key[seq.key])
@@ -366,6 +371,12 @@ class Engine(TextOps):
         token = sampled.token
         finish: FinishReason | None = None
         text = ""
+        scores, choice.scores = tuple(choice.scores), []
+        if seq.max_tokens == 0:  # scoring only: the prompt's logits were the point, the token is not kept
+            seq.tokens.pop()
+            state.send(ChoiceDelta(index=choice.index, text="", prompt_logprobs=scores, finish_reason="length"))
+            self._finish_choice(state, choice)
+            return
         if (not params.ignore_eos and self.model.is_eog(token)) or token in params.stop_token_ids:
             finish = "stop"
         else:
@@ -378,7 +389,7 @@ class Engine(TextOps):
             text += choice.text.flush()
         logprobs: tuple[TokenLogprob, ...] = (sampled.logprob,) if sampled.logprob is not None else ()
         state.send(ChoiceDelta(index=choice.index, text=text, token_ids=(token,), logprobs=logprobs,
-                               finish_reason=finish))
+                               finish_reason=finish, prompt_logprobs=scores))
         if finish is not None:
             self._finish_choice(state, choice)
 

@@ -40,17 +40,17 @@ def json_depth(value: object) -> int:
     return deepest
 
 
-def check_schema(schema: dict[str, object], limits: RequestLimits) -> None:
-    """InvalidRequest for a JSON schema too large or too deep to be turned into a grammar."""
+def check_schema(schema: dict[str, object], limits: RequestLimits, param: str = "response_format") -> None:
+    """InvalidRequest for a JSON schema too large or too deep to be turned into a grammar (`param` names the
+    request field the schema came from)."""
     size = len(json.dumps(schema))
     if size > limits.max_schema_bytes:
-        raise InvalidRequest(f"response_format.json_schema is {size} bytes; at most {limits.max_schema_bytes} "
-                             "are allowed", param="response_format", code="schema_too_large")
+        raise InvalidRequest(f"the JSON schema of {param} is {size} bytes; at most {limits.max_schema_bytes} "
+                             "are allowed", param=param, code="schema_too_large")
     depth = json_depth(schema)
     if depth > limits.max_schema_depth:
-        raise InvalidRequest(f"response_format.json_schema is nested {depth} levels deep; at most "
-                             f"{limits.max_schema_depth} are allowed", param="response_format",
-                             code="schema_too_deep")
+        raise InvalidRequest(f"the JSON schema of {param} is nested {depth} levels deep; at most "
+                             f"{limits.max_schema_depth} are allowed", param=param, code="schema_too_deep")
 
 
 def grammar_depth(gbnf: str) -> int:
@@ -78,17 +78,16 @@ def grammar_depth(gbnf: str) -> int:
     return deepest
 
 
-def check_grammar(gbnf: str, limits: RequestLimits) -> None:
+def check_grammar(gbnf: str, limits: RequestLimits, param: str = "response_format") -> None:
     """InvalidRequest for a grammar whose size or nesting would make llama.cpp recurse too deep."""
     if len(gbnf) > 16 * limits.max_schema_bytes:
-        raise InvalidRequest(f"the grammar of this response_format is {len(gbnf)} characters; at most "
-                             f"{16 * limits.max_schema_bytes} are allowed", param="response_format",
-                             code="grammar_too_large")
+        raise InvalidRequest(f"the grammar of this {param} is {len(gbnf)} characters; at most "
+                             f"{16 * limits.max_schema_bytes} are allowed", param=param, code="grammar_too_large")
     depth = grammar_depth(gbnf)
     if depth > limits.max_schema_repeat:
-        raise InvalidRequest(f"the grammar of this response_format nests {depth} levels (long maxLength, maxItems or "
+        raise InvalidRequest(f"the grammar of this {param} nests {depth} levels (long maxLength, maxItems or "
                              f"pattern repetitions); at most {limits.max_schema_repeat} are allowed",
-                             param="response_format", code="grammar_too_deep")
+                             param=param, code="grammar_too_deep")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,19 +183,20 @@ class GrammarGuard:
     probe: GrammarProbe
     convert: Callable[[dict[str, object]], str]
 
-    def from_schema(self, schema: dict[str, object]) -> str:
-        """A checked, probed GBNF for a JSON schema; InvalidRequest if it is too big, unsupported or unusable."""
-        check_schema(schema, self.limits)
+    def from_schema(self, schema: dict[str, object], param: str = "response_format") -> str:
+        """A checked, probed GBNF for a JSON schema; InvalidRequest (naming `param`) if it is too big,
+        unsupported or unusable."""
+        check_schema(schema, self.limits, param)
         try:
             gbnf = self.convert(schema)
         except RecursionError:
-            raise InvalidRequest("response_format.json_schema is nested too deeply", param="response_format",
+            raise InvalidRequest(f"the JSON schema of {param} is nested too deeply", param=param,
                                  code="schema_too_deep") from None
-        check_grammar(gbnf, self.limits)
+        check_grammar(gbnf, self.limits, param)
         verdict = self.probe.probe(gbnf)
         if not verdict.ok:
-            raise InvalidRequest(f"response_format.json_schema cannot be used: {verdict.reason}",
-                                 param="response_format", code="unsupported_schema")
+            raise InvalidRequest(f"the JSON schema of {param} cannot be used: {verdict.reason}",
+                                 param=param, code="unsupported_schema")
         return gbnf
 
     def close(self) -> None:

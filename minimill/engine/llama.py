@@ -80,6 +80,16 @@ class LlamaModel:
         self.bos: int = lc.llama_vocab_bos(self._vocab)
         self.eos: int = lc.llama_vocab_eos(self._vocab)
         self._pieces: dict[int, bytes] = {}
+        if not self.n_ctx_train:  # a vocabulary-only load reads no hyperparameters: the metadata has it
+            arch = self.meta("general.architecture") or ""
+            self.n_ctx_train = int(self.meta(f"{arch}.context_length") or 0)
+
+    def kv_bytes_per_token(self, kv_type: str) -> int:
+        """Bytes one token's K and V take in every layer, stored as `kv_type` (what keeping KV costs)."""
+        head_dim = lc.llama_model_n_embd(self._model) // max(1, lc.llama_model_n_head(self._model))
+        per_layer = 2 * lc.llama_model_n_head_kv(self._model) * head_dim  # K and V elements
+        element = {"bf16": 2.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(kv_type, 2.0)  # block sizes
+        return int(per_layer * lc.llama_model_n_layer(self._model) * element)
 
     @property
     def native(self) -> lc.llama_model_p:
@@ -185,6 +195,17 @@ def grammar_walk(model: LlamaModel, gbnf: str, max_steps: int = 64) -> str | Non
         lc.llama_sampler_free(grammar)
 
 
+def _grammar_sampler(model: LlamaModel, gbnf: str, triggers: Sequence[str]) -> lc.llama_sampler_p | None:
+    """A grammar sampler over `model`'s vocabulary: strict from the first token, or lazy until the text so far
+    matches one of the `triggers` (whole-text regexes; the grammar is fed from the match's first group on)."""
+    if not triggers:
+        return lc.llama_sampler_init_grammar(model._vocab, gbnf.encode(), b"root")
+    patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+    no_tokens = (lc.llama_token * 1)()
+    return lc.llama_sampler_init_grammar_lazy_patterns(model._vocab, gbnf.encode(), b"root", patterns,
+                                                       len(triggers), no_tokens, 0)
+
+
 class SamplerChain:
     """One choice's native sampler chain: bias → penalties → grammar → filters → temperature → draw.
 
@@ -218,7 +239,7 @@ class SamplerChain:
             add(lc.llama_sampler_init_penalties(
                 model.n_vocab, window, params.repetition_penalty, params.frequency_penalty, params.presence_penalty))
         if params.grammar is not None:
-            grammar = lc.llama_sampler_init_grammar(model._vocab, params.grammar.encode(), b"root")
+            grammar = _grammar_sampler(model, params.grammar, params.grammar_triggers)
             if not grammar:
                 self.close()
                 raise InvalidRequest("the grammar could not be parsed", param="response_format")

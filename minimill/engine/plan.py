@@ -44,6 +44,8 @@ class PlanItem:
     start: int
     tokens: tuple[int, ...]
     sample: bool
+    # Scoring a prompt: the token that follows each position (-1: none to score); every row then has logits.
+    targets: tuple[int, ...] = ()
 
     def __repr__(self) -> str:
         return f"PlanItem(key={self.key}, slot={self.slot}, start={self.start}, n={len(self.tokens)})"
@@ -83,6 +85,8 @@ class SampledToken:
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What one decode produced: a token for every item whose `sample` was set."""
+    """What one decode produced: a token for every item whose `sample` was set, and for items with
+    `targets` the log-probability of each target (by sequence key, in position order)."""
 
     sampled: tuple[SampledToken, ...]
+    scored: tuple[tuple[int, tuple[TokenLogprob, ...]], ...] = ()

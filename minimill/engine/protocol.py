@@ -25,6 +25,7 @@ class EngineSpec:
     tier_fingerprint: str
     tier_directory: Path | None
     tier_limits: TierLimits
+    system_fingerprint: str = "fp_unknown"  # the model file and engine build, on every response
 
 
 # ---- commands (server → engine process) ----------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minimill.engine.llama import LlamaContext, SamplerChain, TokenBatch
-from minimill.engine.plan import SampledToken, StepPlan, StepResult
+from minimill.engine.plan import PlanItem, SampledToken, StepPlan, StepResult
 from minimill.engine.types import TokenLogprob, TopLogprob
 
 ABORTED = 2  # llama_decode's return code for an interrupted decode
@@ -73,19 +73,31 @@ class Runner:
             self.ctx.copy_prefix(copy.src, copy.dst, copy.length)
         self.batch.clear()
         rows: list[tuple[int, int]] = []
+        scoring: list[tuple[PlanItem, int]] = []  # items that score their targets, and their first row
         for item in plan.items:
             last = len(item.tokens) - 1
+            first = self.batch.size
             for offset, token in enumerate(item.tokens):
-                row = self.batch.add(token, item.start + offset, item.slot, item.sample and offset == last)
+                row = self.batch.add(token, item.start + offset, item.slot,
+                                     bool(item.targets) or (item.sample and offset == last))
             if item.sample:
                 rows.append((item.key, row))
+            if item.targets:
+                scoring.append((item, first))
         if self.batch.size:
             code = self.ctx.decode(self.batch)
             if code == ABORTED:
                 raise StepAborted(f"decode of {plan.num_tokens} tokens interrupted")
             if code != 0:
                 raise DecodeFailed(f"llama_decode returned {code} for {plan.num_tokens} tokens")
-        return StepResult(sampled=tuple(self._sample(key, row) for key, row in rows))
+        scored = tuple((item.key, self._score(item, first)) for item, first in scoring)
+        return StepResult(sampled=tuple(self._sample(key, row) for key, row in rows), scored=scored)
+
+    def _score(self, item: PlanItem, first: int) -> tuple[TokenLogprob, ...]:
+        """Log-probability of each target token at its position (with the top alternatives it asked for)."""
+        top = self.samplers[item.key].top_logprobs if item.key in self.samplers else None
+        return tuple(self._describe(log_softmax(self.ctx.logits(first + offset)), target, top or 0)
+                     for offset, target in enumerate(item.targets) if target >= 0)
 
     def _sample(self, key: int, row: int) -> SampledToken:
         sampler = self.samplers[key]

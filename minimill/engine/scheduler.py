@@ -251,8 +251,12 @@ class Scheduler:
         assert seq.slot is not None
         start = seq.num_computed
         self.cells.append(seq.slot, count)
+        targets: tuple[int, ...] = ()
+        if seq.score_prompt and start < seq.num_prompt:
+            targets = tuple(seq.tokens[p + 1] if p + 1 < seq.num_prompt else -1 for p in range(start, start + count))
         return PlanItem(key=seq.key, slot=seq.slot, start=start,
-                        tokens=tuple(seq.tokens[start:start + count]), sample=start + count == len(seq.tokens))
+                        tokens=tuple(seq.tokens[start:start + count]), sample=start + count == len(seq.tokens),
+                        targets=targets)
 
     def _admit(self, budget: int, batch_budget: int, items: list[PlanItem], copies: list[PrefixCopy]) -> int:
         # Online requests first; within each class tenants take turns (fair_order).
@@ -341,6 +345,8 @@ class Scheduler:
         """Longest prefix this sequence can copy now, or None if waiting for a prefill pays more."""
         limit = len(seq.tokens) - 1  # the last token is always computed, for its logits
         best = _Source(holder=None, usable=0)
+        if seq.score_prompt:  # every position's logits are wanted: nothing may be copied
+            return best
         promised = 0
         matches = self.index.match(seq.tenant, seq.tokens)
         if seq.shared_namespace is not None:

@@ -8,6 +8,7 @@ that costs nothing, and the parent can say what went wrong instead of dying mid-
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import signal
 import subprocess
@@ -38,6 +39,15 @@ def build_stamp() -> str | None:
     directory = native_dir()
     stamp = directory / STAMP if directory is not None else None
     return stamp.read_text() if stamp is not None and stamp.is_file() else None
+
+
+def engine_build() -> str:
+    """The installed llama.cpp: llama-cpp-python's version and how scripts/install built it."""
+    try:
+        version = importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        version = "not installed"
+    return f"llama-cpp-python {version}; {build_stamp() or 'not built by scripts/install'}"
 
 
 def cpu_advertises_amx() -> bool:

@@ -59,6 +59,7 @@ class Sequence:
     preload: Preload | None = None  # KV bytes from a colder tier to copy the prefix from
     shared_namespace: str | None = None  # a shared cache's namespace this sequence may also read
     batch: bool = False  # Batch API work: yields to online sequences
+    score_prompt: bool = False  # compute every prompt position (no prefix reuse) and score the next token
 
     @property
     def pending(self) -> int:

@@ -6,7 +6,7 @@ load): both mix in `TextOps`. Safe from any thread: it touches the vocabulary on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from minimill.engine.llama import JSON_OBJECT_GRAMMAR, LlamaModel, json_schema_to_grammar
 from minimill.models.chat import ChatMessage, ChatTemplate
@@ -34,14 +34,18 @@ class TextOps:
         """Text of token ids; ValueError for ids outside the vocabulary."""
         return self.model.detokenize(tokens)
 
-    def render_chat(self, messages: list[dict[str, str]], open_turn: bool = True) -> str:
-        """The model's chat template applied to `messages`, with the assistant turn opened if `open_turn`."""
-        return self.template.render([ChatMessage(m["role"], m["content"]) for m in messages], open_turn)
+    def render_chat(self, messages: Sequence[ChatMessage | Mapping[str, str]], open_turn: bool = True,
+                    tools: Sequence[dict[str, object]] = ()) -> str:
+        """The model's chat template applied to `messages` (role/content mappings or ChatMessages) and `tools`,
+        with the assistant turn opened if `open_turn`."""
+        chat = [m if isinstance(m, ChatMessage) else ChatMessage(m["role"], m["content"]) for m in messages]
+        return self.template.render(chat, open_turn, tools)
 
-    def chat_tokens(self, messages: list[dict[str, str]], open_turn: bool = True) -> list[int]:
+    def chat_tokens(self, messages: Sequence[ChatMessage | Mapping[str, str]], open_turn: bool = True,
+                    tools: Sequence[dict[str, object]] = ()) -> list[int]:
         """Prompt token ids for a chat (the template writes any BOS itself); a cached chat prefix
         leaves the assistant turn closed so that later messages can follow it."""
-        return self.tokenize(self.render_chat(messages, open_turn), add_special=False, parse_special=True)
+        return self.tokenize(self.render_chat(messages, open_turn, tools), add_special=False, parse_special=True)
 
     def grammar_from_json_schema(self, schema: dict[str, object]) -> str:
         """GBNF constraining output to `schema`; InvalidRequest if it cannot be expressed."""

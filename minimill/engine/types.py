@@ -37,7 +37,13 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     logprobs: int | None = None
+    # Scoring: the log-probability of every prompt token after the first (and this many alternatives), as
+    # computed in the prompt's own prefill (no prefix reuse). With max_tokens 0 nothing is generated.
+    prompt_logprobs: int | None = None
     grammar: str | None = None
+    # With triggers, the grammar is lazy: output is free until the text so far fully matches one of these
+    # regexes, and from the match's first group on it must follow the grammar (a tool call the model opened).
+    grammar_triggers: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -112,6 +118,7 @@ class ChoiceDelta:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
+    prompt_logprobs: tuple[TokenLogprob, ...] = ()  # on a choice's first delta, when the request scored its prompt
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,11 +34,25 @@ class ItemResult:
     cost_usd: float = 0.0
     answered_by: str | None = None
     error: str | None = None
+    mean_logprob: float | None = None  # the answer's mean token log-probability: what auto's thresholds tune on
 
 
 def _safe(name: str) -> str:
     """A model name (maybe a path or URL-ish id) as one directory name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+# The scoreboard published with the package (`minimill eval` on the catalogue, see bench/RESULTS.md), so a
+# fresh install's `default` and `auto` are the evaluated ones before the user runs any eval.
+PUBLISHED = Path(__file__).parent / "published"
+
+
+def prefer_own(own: Iterable[ItemResult], published: Iterable[ItemResult]) -> list[ItemResult]:
+    """`own` results, plus the published ones of every model `own` has none for: a model's own results
+    take over as soon as any exist."""
+    mine = list(own)
+    measured = {r.model for r in mine}
+    return mine + [r for r in published if r.model not in measured]
 
 
 class ResultStore:

@@ -9,9 +9,12 @@ model, a schema it cannot follow), recorded with score 0.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import fmean
 from typing import Any
 
 import httpx
@@ -44,10 +47,40 @@ class RunSummary:
 def request_body(model: str, item: Item) -> dict[str, Any]:
     """The chat completions request for one item."""
     body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in item.messages],
-                            "max_tokens": item.max_tokens, "temperature": 0}
+                            "max_tokens": item.max_tokens, "temperature": 0, "logprobs": True}
     if item.response_format is not None:
         body["response_format"] = dict(item.response_format)
+    if item.tools:
+        body["tools"], body["tool_choice"] = [dict(t) for t in item.tools], "auto"
     return body
+
+
+def mean_logprob(reply: Mapping[str, Any]) -> float | None:
+    """Mean log-probability of the first choice's tokens (None when the model gave none, or an endpoint gave
+    something unreadable)."""
+    try:
+        content = ((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content") or []
+        values = [float(token["logprob"]) for token in content if token.get("logprob") is not None]
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+        return None
+    return fmean(values) if values and all(math.isfinite(v) for v in values) else None
+
+
+def answer_text(message: Mapping[str, Any]) -> str:
+    """What is graded: the message's text, or its calls as a JSON list of {"name", "arguments"} (arguments
+    that are not JSON kept as their text)."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return str(message.get("content") or "")
+    out = []
+    for call in calls:
+        function = call.get("function") or {}
+        try:
+            arguments = json.loads(function.get("arguments") or "null")
+        except ValueError:
+            arguments = function.get("arguments")
+        out.append({"name": function.get("name"), "arguments": arguments})
+    return json.dumps(out, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +101,7 @@ def graded(model: str, suite: Suite, seed: int, item: Item, reply: dict[str, Any
     """An item's result from a chat completion response. Cost: minimill's `usage.cost` (for "auto", every
     attempt's), else the token counts at `price`, else 0."""
     choices = reply.get("choices") or [{}]
-    answer = str((choices[0].get("message") or {}).get("content") or "")
+    answer = answer_text(choices[0].get("message") or {})
     usage = reply.get("usage") or {}
     prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
@@ -81,7 +114,7 @@ def graded(model: str, suite: Suite, seed: int, item: Item, reply: dict[str, Any
     return ItemResult(model=model, suite=suite.name, version=suite.version, seed=seed, item_id=item.id,
                       score=suite.grade(item, answer), answer=answer, prompt_tokens=prompt,
                       completion_tokens=completion, cached_tokens=cached, latency_s=latency, cost_usd=float(billed),
-                      answered_by=reply.get("model"))
+                      answered_by=reply.get("model"), mean_logprob=mean_logprob(reply))
 
 
 async def run(endpoint: Endpoint, models: Sequence[str], suites: Sequence[Suite], store: ResultStore, *,

@@ -1,5 +1,5 @@
 """The scoreboard: per model and suite, accuracy with its interval, tokens, latency and cost; and the
-choice of the default model (the best quality per dollar above a quality floor)."""
+choice of the default model (quality first: the cheapest within a ratio of the best)."""
 
 from __future__ import annotations
 
@@ -120,10 +120,11 @@ class Scoreboard:
         entry = score.suites.get(suite) if score else None
         return entry.accuracy if entry else None
 
-    def choose_default(self, candidates: Sequence[str], *, floor: float, override: str | None = None) -> DefaultChoice:
-        """The candidate with the highest quality per dollar among those whose quality is at least
-        `floor`; the override when one is configured; the first candidate when none is measured. Models
-        are compared on the suites all of them were measured on (one easy suite must not win it)."""
+    def choose_default(self, candidates: Sequence[str], *, ratio: float, override: str | None = None) -> DefaultChoice:
+        """Quality first: the cheapest candidate (by measured cost per item) whose mean quality is at least
+        `ratio` x the best candidate's; the override when one is configured; the first candidate when none
+        is measured. Models are compared on the suites all of them were measured on (one easy suite must
+        not win it)."""
         if override is not None:
             return DefaultChoice(override, "set by configuration (--default-model)")
         measured = [self.models[m].on(set()) for m in candidates if m in self.models and self.models[m].suites]
@@ -132,15 +133,12 @@ class Scoreboard:
         common = set.intersection(*(set(m.suites) for m in measured))
         if common:
             measured = [m.on(common) for m in measured]
-        good = [m for m in measured if m.quality >= floor]
-        if not good:
-            best = max(measured, key=lambda m: m.quality)
-            return DefaultChoice(best.model, f"no model reaches the quality floor {floor:.2f}: the best quality "
-                                             f"({best.quality:.3f})")
-        best = max(good, key=lambda m: (m.value, m.quality))
-        return DefaultChoice(best.model, f"highest quality per dollar among models with quality >= {floor:.2f}: "
-                                         f"quality {best.quality:.3f} over {len(best.suites)} suites at "
-                                         f"${best.cost_per_item:.3g} per item")
+        best = max(measured, key=lambda m: m.quality)
+        good = [m for m in measured if m.quality >= ratio * best.quality]
+        chosen = min(good, key=lambda m: (m.cost_per_item, -m.quality))
+        return DefaultChoice(chosen.model, f"the cheapest model within {ratio:.0%} of the best quality "
+                                           f"({best.model}, {best.quality:.3f}): quality {chosen.quality:.3f} over "
+                                           f"{len(chosen.suites)} suites at ${chosen.cost_per_item:.3g} per item")
 
 
 def _version_key(version: str) -> tuple[int, str]:

@@ -19,13 +19,14 @@ HELDOUT_SEED = 2
 @dataclass(frozen=True, slots=True)
 class Item:
     """One question: chat messages to send, the reference answer its grader compares against, and
-    the request options it needs (`response_format` for JSON answers)."""
+    the request options it needs (`response_format` for JSON answers, `tools` for calls)."""
 
     id: str
     messages: tuple[Mapping[str, str], ...]
     reference: Any  # JSON-serialisable
     max_tokens: int = 32
     response_format: Mapping[str, Any] | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()  # offered with tool_choice "auto"; the answer is then the calls
 
 
 @dataclass(frozen=True, slots=True)

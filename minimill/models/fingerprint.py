@@ -20,3 +20,9 @@ def file_digest(path: Path, memo_dir: Path) -> str:
     memo_dir.mkdir(parents=True, exist_ok=True)
     memo.write_text(digest)
     return digest
+
+
+def system_fingerprint(model_digest: str, engine_build: str) -> str:
+    """OpenAI's `system_fingerprint`: changes whenever the model file or the engine build does (so a
+    client knows when the same seed may give other output)."""
+    return "fp_" + hashlib.sha256(f"{model_digest}\0{engine_build}".encode()).hexdigest()[:12]

@@ -10,13 +10,16 @@ from minimill.evals.suite import Suite
 
 
 def detect_task(text: str, *, metadata: Mapping[str, Any] | None, response_format: Mapping[str, Any] | None,
-                suites: Sequence[Suite]) -> str | None:
-    """The task type: `metadata.task` when it names a suite; "extraction" for a JSON-schema answer; else
-    the suite whose keywords occur most often in `text` (None: no keyword, or a tie)."""
+                suites: Sequence[Suite], tools: bool = False) -> str | None:
+    """The task type: `metadata.task` when it names a suite; "tools" for a request offering tools;
+    "extraction" for a JSON-schema answer; else the suite whose keywords occur most often in `text` (None:
+    no keyword, or a tie)."""
     names = {suite.name for suite in suites}
     given = (metadata or {}).get("task")
     if isinstance(given, str) and given in names:
         return given
+    if tools and "tools" in names:
+        return "tools"
     if (response_format or {}).get("type") == "json_schema" and "extraction" in names:
         return "extraction"
     lowered = text.lower()

@@ -1,13 +1,16 @@
-"""The router: `default` (the scoreboard's best value) and `auto` (per request, the cheapest model expected
-to pass, then a cascade of better models to escalate to)."""
+"""The router: `default` (the scoreboard's cheapest model near the best quality) and `auto` (per request,
+the cheapest model expected to pass, then a cascade of better models to escalate to)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
 
 from minimill.config import RoutingConfig
-from minimill.evals.results import ItemResult, ResultStore
+from minimill.evals.results import PUBLISHED, ItemResult, ResultStore, prefer_own
 from minimill.evals.scoreboard import DefaultChoice, Scoreboard
 from minimill.evals.suite import TUNE_SEED
 
@@ -19,18 +22,41 @@ class Route:
     task: str | None
     cascade: tuple[str, ...]
     reason: str
+    # the mean log-probability below which the first model's answer escalates, tuned on the tune split
+    min_confidence: float | None = None
+
+
+def tune_threshold(small: Sequence[ItemResult], large: Sequence[ItemResult], target: float) -> float | None:
+    """The confidence threshold for escalating from `small` to `large` on one task, from their results on
+    the same items: the lowest threshold (fewest escalations) at which answering with `small` when its mean
+    log-probability reaches it, and with `large` otherwise, scores at least `target` x `large` alone.
+    -inf: `small` alone is good enough; +inf: always escalate; None: too few shared items to tell."""
+    by_id = {r.item_id: r for r in large}
+    pairs = [(s.mean_logprob if s.mean_logprob is not None else -math.inf, s.score, by_id[s.item_id].score)
+             for s in small if s.item_id in by_id]
+    if len(pairs) < 5:
+        return None
+    goal = target * fmean(big for _, _, big in pairs)
+    for threshold in [-math.inf, *sorted({conf for conf, _, _ in pairs})]:
+        # escalate the answers whose confidence is below the threshold
+        quality = fmean(big if conf < threshold else mine for conf, mine, big in pairs)
+        if quality >= goal - 1e-12:
+            return threshold
+    return math.inf
 
 
 class Router:
     """Reads the scoreboard (re-read when new eval results appear) of the models served here.
 
     `models` are the served ids; `list_price(model)` is a model's USD per 1M tokens (input + output),
-    used to order models that have no measured cost per item.
+    used to order models that have no measured cost per item. A model with no results in `store` is
+    scored by the `published` ones (the scoreboard shipped with the package) until it has its own.
     """
 
     def __init__(self, store: ResultStore, config: RoutingConfig, models: Sequence[str],
-                 list_price: Callable[[str], float]) -> None:
+                 list_price: Callable[[str], float], published: ResultStore | None = None) -> None:
         self.store = store
+        self.published = published if published is not None else ResultStore(PUBLISHED)
         self.config = config
         self.models = tuple(models)
         self._list_price = list_price
@@ -42,13 +68,15 @@ class Router:
         (one per model and suite: well under a millisecond) and reads them again only when they changed."""
         stamp = self.store.stamp()
         if self._board is None or stamp != self._stamp:
-            results: list[ItemResult] = [r for r in self.store.all(seed=TUNE_SEED) if r.model in self.models]
+            results: list[ItemResult] = [r for r in prefer_own(self.store.all(seed=TUNE_SEED),
+                                                               self.published.all(seed=TUNE_SEED))
+                                         if r.model in self.models]
             self._board, self._stamp = Scoreboard.build(results), stamp
         return self._board
 
     def default(self) -> DefaultChoice:
         """The model `default` resolves to, and why."""
-        return self.scoreboard().choose_default(self.models, floor=self.config.quality_floor,
+        return self.scoreboard().choose_default(self.models, ratio=self.config.default_quality_ratio,
                                                 override=self.config.default_model)
 
     def by_price(self) -> list[str]:
@@ -77,12 +105,42 @@ class Router:
         best = max(a for _, a in scored)
         if best <= 0:
             return Route(task, (scored[0][0],), "no model passes this task: the cheapest answers")
-        start = next(i for i, (_, a) in enumerate(scored) if a >= self.config.good_enough * best)
+        top = max(scored, key=lambda pair: pair[1])[0]
+        goal = self.config.good_enough * best
+        # The cheapest model that is good enough alone, or whose confident answers are (the rest escalating to
+        # the best model, at a threshold tuned on the tune split).
+        start, threshold = len(scored) - 1, None
+        for i, (model, a) in enumerate(scored):
+            tuned = self._threshold(task, model, top) if model != top else None
+            if a >= goal or (tuned is not None and tuned < math.inf):
+                start, threshold = i, tuned
+                break
         cascade = [scored[start]]
         for model, a in scored[start + 1:]:
             if a > cascade[-1][1]:
                 cascade.append((model, a))
         what = f"task {task}" if task else "all tasks"
-        return Route(task, tuple(m for m, _ in cascade),
-                     f"{cascade[0][0]} scores {cascade[0][1]:.2f} on {what} (best {best:.2f}); "
-                     f"escalates to {', '.join(m for m, _ in cascade[1:]) or 'nothing'}")
+        models = tuple(m for m, _ in cascade)
+        reason = (f"{cascade[0][0]} scores {cascade[0][1]:.2f} on {what} (best {best:.2f}); "
+                  f"escalates to {', '.join(models[1:]) or 'nothing'}")
+        if threshold is not None and threshold > -math.inf and len(models) > 1:
+            reason += f" below mean log-probability {threshold:.3f} (tuned)"
+            return Route(task, models, reason, threshold)
+        return Route(task, models, reason)
+
+    def _threshold(self, task: str | None, small: str, large: str) -> float | None:
+        """The tuned confidence threshold for escalating from `small` to `large` on `task` (None: no task, or
+        too little data: the configured `min_confidence` applies)."""
+        if task is None:
+            return None
+        results = [r for r in prefer_own(self.store.all(seed=TUNE_SEED), self.published.all(seed=TUNE_SEED))
+                   if r.suite == task]
+        return tune_threshold([r for r in results if r.model == small], [r for r in results if r.model == large],
+                              self.config.good_enough)
+
+
+def shipped_default(data_dir: Path, models: Sequence[str]) -> DefaultChoice:
+    """What `default` means when `models` are served from `data_dir` with the default settings (for
+    `minimill models`): the data dir's own eval results where they exist, the published ones elsewhere."""
+    store = ResultStore(data_dir / "evals" / "results")
+    return Router(store, RoutingConfig(), models, list_price=lambda model: 0.0).default()

@@ -20,6 +20,7 @@ import uvicorn
 
 from minimill.api.app import create_app
 from minimill.config import build_config
+from minimill.models.catalogue import SMALLEST
 from minimill.runtime import Runtime
 
 
@@ -65,6 +66,8 @@ def cli_server(data_dir: Path, *args: str, env: dict[str, str] | None = None,
     port = port or free_port()
     command = [sys.executable, "-m", "minimill.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
                "--log-level", "warning", *args]
+    if "-m" not in args and "--model" not in args:  # the small model unless a test names one
+        command += ["-m", SMALLEST]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "COLUMNS": "200", **(env or {})})
     server = CliServer(f"http://127.0.0.1:{port}", process)
@@ -86,7 +89,7 @@ def cli_server(data_dir: Path, *args: str, env: dict[str, str] | None = None,
 
 
 def serve(data_dir: Path, **overrides: object) -> Iterator[Server]:
-    runtime = Runtime.build(build_config(threads=2, data_dir=data_dir, **overrides))
+    runtime = Runtime.build(build_config(threads=2, data_dir=data_dir, **{"models": [SMALLEST], **overrides}))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -66,11 +66,11 @@ def test_eval_runs_every_suite_on_both_models_resumably_and_publishes_a_scoreboa
     assert cards["gemma3-270m"]["scores"]["quality"] == board["models"]["gemma3-270m"]["quality"]
     assert cards["gemma3-270m"]["prices"]["output"] > cards["smollm2-135m"]["prices"]["output"]  # bigger, dearer
 
-    # default: the best quality per dollar among models above the floor (0.1), as the numbers say
+    # default: the cheapest model whose quality is within 90% of the best, as the numbers say
     default, measured = board["default"]["model"], board["models"]
-    eligible = [m for m in MODELS if measured[m]["quality"] >= 0.1]
-    expected = (max(eligible, key=lambda m: measured[m]["quality"] / measured[m]["cost_per_item_usd"]) if eligible
-                else max(MODELS, key=lambda m: measured[m]["quality"]))
+    best = max(measured[m]["quality"] for m in MODELS)
+    eligible = [m for m in MODELS if measured[m]["quality"] >= 0.9 * best]
+    expected = min(eligible, key=lambda m: (measured[m]["cost_per_item_usd"], -measured[m]["quality"]))
     assert default == expected
     reply = both.client().chat.completions.create(model="default", max_tokens=4,
                                                   messages=[{"role": "user", "content": "Hi"}])
@@ -96,7 +96,7 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for i, score in enumerate(scores):
             store.append(ItemResult(model=model, suite="arithmetic", version="1", seed=TUNE_SEED,
                                     item_id=f"a-{i}", score=score, answer="", cost_usd=cost))
-    yield from serve(data_dir, models=MODELS, kv_size=2048, max_seqs=4, good_enough=0.75)
+    yield from serve(data_dir, models=MODELS, kv_size=2048, max_seqs=4, good_enough=0.75, default_quality_ratio=0.75)
 
 
 ARITHMETIC = [{"role": "user", "content": "What is 12 + 7? Answer with only the number."}]
@@ -109,8 +109,8 @@ def auto(server: Server, **extra: object) -> dict[str, object]:
     return reply.model_dump()
 
 
-def test_default_resolves_to_the_best_value(routed: Server) -> None:
-    # smollm2: 0.8 per 1e-6 USD, gemma: 1.0 per 3e-6 USD
+def test_default_resolves_to_the_cheapest_model_near_the_best(routed: Server) -> None:
+    # smollm2: 0.8 at 1e-6 USD, gemma: 1.0 at 3e-6 USD; 0.8 >= 0.75 x 1.0
     assert routed.runtime.router.default().model == "smollm2-135m"
     assert routed.client().chat.completions.create(model="default", messages=ARITHMETIC, max_tokens=4).model == \
         "smollm2-135m"

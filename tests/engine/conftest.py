@@ -13,7 +13,7 @@ from minimill.engine.engine import Engine
 from minimill.engine.llama import LlamaModel
 from minimill.engine.types import ChoiceDelta, GenerationRequest, SamplingParams, Usage
 from minimill.metrics import Metrics
-from minimill.models.catalogue import DEFAULT_MODEL, resolve
+from minimill.models.catalogue import SMALLEST, resolve
 
 
 @dataclass
@@ -28,12 +28,12 @@ class Outcome:
 
 def make_engine(model: LlamaModel, **overrides: object) -> Engine:
     config = EngineConfig(**{"kv_size": 4096, "max_seqs": 16, "threads": 2, **overrides})  # type: ignore[arg-type]
-    return Engine(DEFAULT_MODEL, model, config, Metrics())
+    return Engine(SMALLEST, model, config, Metrics())
 
 
 @pytest.fixture(scope="session")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaModel]:
-    loaded = LlamaModel(resolve(DEFAULT_MODEL, tmp_path_factory.mktemp("data")).path, n_gpu_layers=0)
+    loaded = LlamaModel(resolve(SMALLEST, tmp_path_factory.mktemp("data")).path, n_gpu_layers=0)
     yield loaded
     loaded.close()
 

@@ -13,7 +13,7 @@ from minimill.engine.llama import LlamaModel
 from minimill.engine.types import GenerationRequest, NamedKV, SamplingParams
 from minimill.kv.tiers import TierLimits, TierStore
 from minimill.metrics import Metrics
-from minimill.models.catalogue import DEFAULT_MODEL
+from minimill.models.catalogue import SMALLEST
 from tests.engine.conftest import Outcome, make_engine
 
 PREFIX = ("You label customer messages. Answer with one word: billing, shipping, or other. " * 6).strip()
@@ -45,7 +45,7 @@ def wait_idle(engine: Engine) -> None:
 def disk_engine(model: LlamaModel, directory: Path, **overrides: object) -> Engine:
     config = EngineConfig(**{"kv_size": 4096, "max_seqs": 8, "threads": 2, **overrides})  # type: ignore[arg-type]
     tiers = TierStore("smollm2:bf16", directory, TierLimits(ram_bytes=0))
-    return Engine(DEFAULT_MODEL, model, config, Metrics(), tiers)
+    return Engine(SMALLEST, model, config, Metrics(), tiers)
 
 
 def test_cache_loaded_from_ram_matches_a_cold_run(model: LlamaModel) -> None:

@@ -153,8 +153,8 @@ def test_unknown_fields_are_still_ignored(target: Target) -> None:
 
 
 def test_a_public_bind_without_keys_refuses_to_start(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "minimill.cli", "serve", "--host", "0.0.0.0", "--data-dir",
-                           str(tmp_path)], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-m", "minimill.cli", "serve", "-m", "smollm2-135m", "--host", "0.0.0.0",
+                           "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "200"})
     assert done.returncode != 0
     assert "without API keys" in done.stdout + done.stderr and "--insecure-no-auth" in done.stdout + done.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from minimill.billing.throughput import Throughput, ThroughputStore, measured
 from minimill.config import BillingConfig, RoutingConfig, UpstreamSpec, build_config
 from minimill.errors import InvalidRequest
 from minimill.evals.results import ItemResult, ResultStore
@@ -20,7 +21,7 @@ from minimill.evals.suite import HELDOUT_SEED, TUNE_SEED, Suite
 from minimill.router.checks import check, validate_grader
 from minimill.router.features import detect_task
 from minimill.router.policy import Router
-from minimill.runtime import REFERENCE_PARAMS, price_book
+from minimill.runtime import price_book
 
 
 def results(model: str, suite: str, scores: list[float], cost: float, seed: int = TUNE_SEED) -> list[ItemResult]:
@@ -53,18 +54,37 @@ def test_result_store_resumes_and_skips_a_torn_line(tmp_path: Path) -> None:
     assert store.all(seed=HELDOUT_SEED) == []
 
 
-def test_default_is_best_quality_per_dollar_above_the_floor() -> None:
+def test_default_is_the_cheapest_model_near_the_best_quality() -> None:
     rows = (results("small", "a", [1, 0, 0, 0], 0.001) + results("small", "b", [1, 1, 0, 0], 0.001)
+            + results("mid", "a", [1, 1, 1, 0], 0.002) + results("mid", "b", [1, 1, 1, 0], 0.002)
             + results("large", "a", [1, 1, 1, 0], 0.004) + results("large", "b", [1, 1, 1, 1], 0.004))
     board = Scoreboard.build(rows)
     assert board.models["small"].quality == pytest.approx(0.375)
+    assert board.models["mid"].quality == pytest.approx(0.75)
     assert board.models["large"].quality == pytest.approx(0.875)
-    # small: 0.375 / 0.001 = 375 per dollar, large: 0.875 / 0.004 = 219
-    assert board.choose_default(["small", "large"], floor=0.2).model == "small"
-    assert board.choose_default(["small", "large"], floor=0.5).model == "large"  # small is below the floor
-    assert board.choose_default(["small", "large"], floor=0.95).model == "large"  # none reaches it: best quality
-    assert board.choose_default(["small", "large"], floor=0.2, override="large").model == "large"
-    assert board.choose_default(["new"], floor=0.2).reason.startswith("no eval results")
+    models = ["small", "mid", "large"]
+    # 0.9 x 0.875 = 0.7875: only large; 0.85 x 0.875 = 0.744: mid is within it and cheaper
+    assert board.choose_default(models, ratio=0.9).model == "large"
+    assert board.choose_default(models, ratio=0.85).model == "mid"
+    assert board.choose_default(models, ratio=0.4).model == "small"  # small's value per dollar no longer matters
+    assert board.choose_default(models, ratio=0.0).model == "small"
+    assert board.choose_default(["small", "mid"], ratio=0.9).model == "mid"  # the best served model counts
+    choice = board.choose_default(models, ratio=0.85)
+    assert "85%" in choice.reason and "large" in choice.reason and "0.750" in choice.reason
+    assert board.choose_default(models, ratio=0.9, override="small").model == "small"
+    assert board.choose_default(["new"], ratio=0.9).reason.startswith("no eval results")
+
+
+def test_own_results_take_over_from_the_published_scoreboard(tmp_path: Path) -> None:
+    published = store_with(tmp_path / "pub",
+                           results("small", "a", [1, 1], 0.001) + results("large", "a", [1, 1], 0.004))
+    own = ResultStore(tmp_path / "own")
+    router = Router(own, RoutingConfig(), ["small", "large"], lambda m: 1.0, published=published)
+    assert router.default().model == "small"  # both 1.0 published: the cheaper
+    for row in results("small", "a", [0, 0], 0.001):  # the user's own eval of small replaces its published one
+        own.append(row)
+    assert router.default().model == "large"
+    assert router.scoreboard().models["small"].quality == 0.0
 
 
 def test_default_compares_models_on_the_suites_they_share() -> None:
@@ -72,7 +92,7 @@ def test_default_compares_models_on_the_suites_they_share() -> None:
             + results("broad", "easy", [1, 1, 1, 1], 0.001) + results("broad", "hard", [0, 0, 0, 0], 0.001))
     board = Scoreboard.build(rows)
     assert board.models["lucky"].quality > board.models["broad"].quality  # 0.75 vs 0.5 over their own suites
-    choice = board.choose_default(["lucky", "broad"], floor=0.2)
+    choice = board.choose_default(["lucky", "broad"], ratio=0.9)
     assert choice.model == "broad" and "over 1 suites" in choice.reason  # 1.0 vs 0.75 on the shared suite
 
 
@@ -237,14 +257,70 @@ def test_upstream_spec_parsing_reads_the_key_from_the_environment_and_hides_it()
         RoutingConfig(upstreams=(spec, spec))
 
 
-def test_prices_scale_with_parameters_and_upstreams_are_priced_by_spec() -> None:
+def rates(model: str, prefill: float, decode: float, kv: int = 20_000) -> Throughput:
+    return Throughput(model=model, prefill_tokens_per_second=prefill, decode_tokens_per_second=decode,
+                      kv_bytes_per_token=kv, threads=2, measured_at="2026-12-03", host="test")
+
+
+def test_prices_follow_measured_throughput_and_upstreams_are_priced_by_spec() -> None:
     spec = UpstreamSpec(name="peer", base_url="http://x/v1", model="m", price_input=0.25, price_output=1.0)
-    book = price_book(BillingConfig(), {"small": REFERENCE_PARAMS, "double": 2 * REFERENCE_PARAMS}, (spec,))
-    small, double = book.for_model("small"), book.for_model("double")
-    assert double.output == pytest.approx(2 * small.output, rel=1e-5)
-    assert double.input == pytest.approx(2 * small.input, rel=1e-5)
+    book = price_book(BillingConfig(), {"small": rates("small", 1000, 100),
+                                        "large": rates("large", 250, 20, kv=40_000)}, (spec,))
+    small, large = book.for_model("small"), book.for_model("large")
+    assert float(large.input) == pytest.approx(4 * float(small.input), rel=1e-5)  # a quarter of the prefill rate
+    assert float(large.output) == pytest.approx(5 * float(small.output), rel=1e-5)  # a fifth of the decode rate
+    assert float(large.session_retention) == pytest.approx(2 * float(small.session_retention), rel=1e-4)  # KV x2
+    # hardware $0.10/h, margin 1.5: 0.1 / (1000 * 3600) * 1e6 * 1.5 per 1M input tokens at 1,000 tok/s
+    assert float(small.input) == pytest.approx(0.1 / 3.6e6 * 1e6 * 1.5, rel=1e-5)
     peer = book.for_model("peer")
     assert (peer.input, peer.output) == (Decimal("0.25"), Decimal("1.0"))
     assert peer.cached_input == Decimal("0.25")  # no discount given: cached tokens at the full input price
     unpriced = price_book(BillingConfig(), {}, (UpstreamSpec(name="free", base_url="http://x/v1", model="m"),))
     assert unpriced.for_model("free") == unpriced.default
+
+
+def test_throughput_store_prefers_this_hosts_measurement(tmp_path: Path) -> None:
+    own, published = ThroughputStore(tmp_path / "own.json"), ThroughputStore(tmp_path / "published.json")
+    published.put("abc", rates("m", 500, 50))
+    assert measured("abc", own, published) == rates("m", 500, 50)
+    own.put("abc", rates("m", 700, 70))
+    own.put("def", rates("n", 1, 1))
+    assert measured("abc", own, published) == rates("m", 700, 70)
+    assert measured("zzz", own, published) is None
+    (tmp_path / "own.json").write_text("{not json")
+    assert measured("abc", own, published) == rates("m", 500, 50)  # a damaged file counts as no measurement
+
+
+def scored(model: str, scores: list[float], confidences: list[float | None]) -> list[ItemResult]:
+    return [ItemResult(model=model, suite="t", version="1", seed=TUNE_SEED, item_id=f"t-{i}", score=s, answer="",
+                       mean_logprob=c) for i, (s, c) in enumerate(zip(scores, confidences, strict=True))]
+
+
+def test_confidence_thresholds_are_tuned_to_escalate_only_what_needs_it() -> None:
+    from minimill.router.policy import tune_threshold
+
+    large = scored("large", [1, 1, 1, 1, 1, 1], [-0.1] * 6)
+    # small is wrong exactly on its two least confident answers: escalate those two, keep the rest
+    small = scored("small", [1, 1, 0, 1, 0, 1], [-0.2, -0.1, -2.0, -0.3, -1.5, -0.25])
+    threshold = tune_threshold(small, large, target=0.95)
+    assert threshold == pytest.approx(-0.3)  # -1.5 and -2.0 escalate; -0.3 and above answer
+    assert tune_threshold(scored("small", [1] * 6, [-3.0] * 6), large, target=0.95) == float("-inf")
+    hopeless = scored("small", [0] * 6, [-0.1, -0.2, -0.3, -0.4, -0.5, -0.6])
+    assert tune_threshold(hopeless, large, target=0.95) > -0.1  # every answer escalates
+    assert tune_threshold(small[:3], large, target=0.95) is None  # too few items to tell
+
+
+def test_the_route_carries_the_tuned_threshold_or_skips_a_hopeless_model(tmp_path: Path) -> None:
+    large = scored("large", [1, 1, 1, 1, 1, 1], [-0.1] * 6)
+    small = scored("small", [1, 1, 0, 1, 0, 1], [-0.2, -0.1, -2.0, -0.3, -1.5, -0.25])
+    prices = {"small": 1.0, "large": 4.0}
+    store = store_with(tmp_path, [*large, *small])
+    router = Router(store, RoutingConfig(good_enough=0.95), ["small", "large"], prices.__getitem__,
+                    published=ResultStore(tmp_path / "none"))
+    # small alone (0.67) is not within 95% of large (1.0), but its confident answers are all right
+    route = router.route("t")
+    assert route.cascade == ("small", "large") and route.min_confidence == pytest.approx(-0.3)
+    assert "tuned" in route.reason
+    hopeless = store_with(tmp_path / "h", [*large, *scored("small", [0] * 6, [-0.1, -0.2, -0.3, -0.4, -0.5, -0.6])])
+    assert Router(hopeless, RoutingConfig(good_enough=0.95), ["small", "large"], prices.__getitem__,
+                  published=ResultStore(tmp_path / "none")).route("t").cascade == ("large",)

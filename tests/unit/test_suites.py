@@ -29,7 +29,7 @@ from minimill.evals.suites.w1_cleaner import (
 from minimill.evals.suites.w1_rows import messy_row
 
 NAMES = ("cleaning", "arithmetic", "units", "dates", "extraction", "classification", "sorting", "format", "reading",
-         "facts", "translation", "code")
+         "facts", "translation", "code", "tools")
 SHARED_PREFIX = Path(__file__).resolve().parents[3] / "shared" / "workloads" / "w1_prefix.txt"
 
 
@@ -63,6 +63,7 @@ RIGHT: dict[str, Callable[[Any], str]] = {
     "facts": lambda ref: ref[0],
     "translation": lambda ref: ref[0],
     "code": str,
+    "tools": lambda ref: json.dumps([ref]),
 }
 WRONG: dict[str, Callable[[Any], str]] = {
     "cleaning": lambda ref: "UNKNOWN," + ",".join(["x"] * 6),
@@ -77,6 +78,7 @@ WRONG: dict[str, Callable[[Any], str]] = {
     "facts": lambda ref: "I am not sure",
     "translation": lambda ref: "mercy",
     "code": lambda ref: ref + "0",
+    "tools": lambda ref: json.dumps([{"name": ref["name"], "arguments": {**ref["arguments"], "extra": 1}}]),
 }
 
 
@@ -88,7 +90,7 @@ def item(ref: Any, **kw: Any) -> Item:
 # --- registry -----------------------------------------------------------------------------------------------
 
 
-def test_registry_has_the_twelve_suites_in_order() -> None:
+def test_registry_has_the_thirteen_suites_in_order() -> None:
     assert tuple(s.name for s in ALL) == NAMES
     assert by_name("units") is ALL[2]
     with pytest.raises(KeyError, match="known suites: cleaning, arithmetic"):
@@ -111,7 +113,7 @@ def test_generation_is_seeded_and_well_formed(suite: Suite) -> None:
     items = suite.generate(1, 40)
     assert len(items) == 40
     assert [it.id for it in items] == [f"{suite.name}-1-{i}" for i in range(40)]
-    assert all(1 <= it.max_tokens <= 48 and it.messages[0]["role"] == "user" for it in items)
+    assert all(1 <= it.max_tokens <= (96 if it.tools else 48) and it.messages[0]["role"] == "user" for it in items)
     assert items == suite.generate(1, 40)
     assert suite.generate(1, 5) == items[:5]  # a prefix of a longer run: n does not reshape the sequence
     other = suite.generate(2, 40)
@@ -373,3 +375,20 @@ def test_graders_fixed_after_review() -> None:
     assert arithmetic.grade(big, f"{big.reference // 10},{abs(big.reference) % 10}") == 0.0  # not a separator
     boiling = next(i for i in facts.generate(1, 84) if "100" in i.reference)
     assert facts.grade(boiling, "100°C") == 1.0 and facts.grade(boiling, "1000°C") == 0.0
+
+
+def test_tools_items_offer_the_answering_function_and_grade_calls_exactly() -> None:
+    from minimill.evals.suites import tools
+
+    for it in tools.generate(1, 30):
+        offered = [t["function"]["name"] for t in it.tools]
+        assert it.reference["name"] in offered and 3 <= len(offered) <= 4 and len(set(offered)) == len(offered)
+        for value in it.reference["arguments"].values():  # every argument is stated in the request
+            assert str(value) in it.messages[0]["content"]
+        ref = it.reference
+        other = next(name for name in offered if name != ref["name"])
+        assert tools.grade(it, json.dumps([{"name": other, "arguments": ref["arguments"]}])) == 0.0
+        assert tools.grade(it, json.dumps([ref, ref])) == 0.0  # one call, not two
+        wrong = {k: (v + 1 if isinstance(v, int) else v + "x") for k, v in ref["arguments"].items()}
+        assert tools.grade(it, json.dumps([{"name": ref["name"], "arguments": wrong}])) == 0.5
+        assert tools.grade(it, json.dumps(ref)) == 0.0  # text, not a list of calls

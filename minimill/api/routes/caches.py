@@ -31,7 +31,7 @@ def prefix_tokens(body: CacheCreateRequest, runtime: Runtime, engine: EngineClie
     if body.messages is not None:
         bounds.check_messages(len(body.messages), limits)
         messages = convert.messages_of(body.messages)
-        bounds.check_text_fits([m["content"] for m in messages], engine.longest_piece, engine.n_ctx, "messages")
+        bounds.check_text_fits([m.content for m in messages], engine.longest_piece, engine.n_ctx, "messages")
         return engine.chat_tokens(messages, open_turn=False)
     assert body.prompt is not None  # the schema requires one of the two
     if isinstance(body.prompt, str):

@@ -39,18 +39,22 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     stream = await unless_disconnected(request, lambda: billed_stream(call, runtime, rid, tenant))
     if stream is None:
         return Response(status_code=499)
-    head = {"id": rid, "object": "text_completion", "created": created, "model": call.engine.name}
+    head = {"id": rid, "object": "text_completion", "created": created, "model": call.engine.name,
+            "system_fingerprint": call.engine.system_fingerprint}
 
     if body.stream:
         echoed: set[int] = set()
 
-        def chunk(delta: ChoiceDelta) -> dict[str, object]:
-            prefix = "" if delta.index in echoed else call.echoes[delta.index // body.n]
+        def chunk(delta: ChoiceDelta) -> list[dict[str, object]]:
+            first = delta.index not in echoed
+            prefix = call.echoes[delta.index // body.n] if first else ""
             echoed.add(delta.index)
-            logprobs = (convert.completion_logprobs(delta.logprobs, 0).model_dump()
-                        if body.logprobs is not None else None)
-            return {**head, "choices": [{"index": delta.index, "text": prefix + delta.text, "logprobs": logprobs,
-                                         "finish_reason": delta.finish_reason}]}
+            scored = first and body.echo and bool(delta.prompt_logprobs)  # the prompt's scores lead its first chunk
+            logprobs = (convert.completion_logprobs(
+                delta.logprobs, 0, first_prompt_token=call.first_tokens[delta.index // body.n] if scored else None,
+                prompt=delta.prompt_logprobs).model_dump() if body.logprobs is not None else None)
+            return [{**head, "choices": [{"index": delta.index, "text": prefix + delta.text, "logprobs": logprobs,
+                                          "finish_reason": delta.finish_reason}]}]
 
         include = body.stream_options is not None and body.stream_options.include_usage
         return stream_response(stream, chunk, head, include)

@@ -18,6 +18,7 @@ from minimill.evals.suites import (
     formatting,
     reading,
     sorting,
+    tools,
     translation,
     units,
 )
@@ -35,6 +36,7 @@ ALL: tuple[Suite, ...] = (
     facts.SUITE,
     translation.SUITE,
     code_output.SUITE,
+    tools.SUITE,
 )
 
 _BY_NAME = {suite.name: suite for suite in ALL}
