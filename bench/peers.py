@@ -39,7 +39,7 @@ def build_llama_server(source: Path | None = None) -> Path:
         return LLAMA_SERVER
     if source is None:
         download = Path(tempfile.mkdtemp())
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
                         LLAMA_CPP_PYTHON, "-d", str(download)], check=True)
         (archive,) = download.glob("*.tar.gz")
         with tarfile.open(archive) as tar:

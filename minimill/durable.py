@@ -13,7 +13,7 @@ from typing import BinaryIO
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A handle on a temporary file beside `path`; on a clean exit it is fsynced and renamed over `path`
     (and the directory fsynced); on any error it is removed and `path` is left as it was."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers of one path never share a temporary
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes writing one path never share a temporary
     try:
         with open(tmp, "wb") as out:
             yield out

@@ -56,20 +56,20 @@ class ChatCall:
         guard = runtime.grammars[engine.name]
         tools = convert.chat_tools(body, engine.template, engine.name)
         if tools is None:
-            grammar, triggers = convert.chat_grammar(body, engine, guard), tuple[str, ...]()
+            grammar, trigger = convert.chat_grammar(body, engine, guard), None
         elif body.response_format is not None and body.response_format.type != "text":
             raise InvalidRequest("response_format cannot be combined with tools here: the answer is either calls "
                                  "or free text", param="response_format")
         else:  # calls are constrained from the start when required, from the opened call when the model chooses
             grammar = calls_grammar(tools, lambda schema: guard.from_schema(schema, "tools"))
-            triggers = tools.triggers()
+            trigger = tools.trigger()
         prompt = engine.chat_tokens(messages, tools=[f.as_tool() for f in tools.functions] if tools else ())
         use = kv_use(runtime, body, tenant, engine.name, [prompt], sessions=sessions)
         params = convert.sampling_params(
             body, engine, len(prompt), max_tokens=body.max_completion_tokens or body.max_tokens,
             logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=grammar)
-        if triggers:
-            params = replace(params, grammar_triggers=triggers)
+        if trigger is not None:
+            params = replace(params, grammar_trigger=trigger)
         return cls(body, engine, prompt, use, params, tools)
 
     @property
@@ -104,14 +104,16 @@ class ChatCall:
         content, calls = parse_calls(choice.text, self.tools.names)
         if not calls:
             return ChatMessageOut(content=choice.text), choice.finish_reason
+        # cut short by max_tokens, the answer says so even after a complete call (as the stream does)
+        finish = "length" if choice.finish_reason == "length" else None
         if self.body.functions is not None:  # the legacy shape: one call, as `function_call`
             first = calls[0]
             return ChatMessageOut(content=content or None,
                                   function_call=FunctionCallOut(name=first.name, arguments=first.arguments)), \
-                "function_call"
+                finish or "function_call"
         return ChatMessageOut(content=content or None, tool_calls=[
             ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments)) for c in calls]), \
-            "tool_calls"
+            finish or "tool_calls"
 
 
 @dataclass(frozen=True, slots=True)

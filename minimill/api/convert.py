@@ -25,7 +25,7 @@ from minimill.engine.grammar import GrammarGuard
 from minimill.engine.types import SamplingParams, TokenLogprob, Usage
 from minimill.errors import ContextOverflow, InvalidRequest
 from minimill.models.chat import ChatMessage, ChatTemplate
-from minimill.serving.tools import Function, ToolUse, tool_use
+from minimill.serving.tools import Choice, Function, ToolUse, tool_use
 
 # OpenAI chat fields for features minimill does not have: refused by name rather than silently ignored.
 UNSUPPORTED_CHAT_FIELDS = {
@@ -121,17 +121,18 @@ def chat_tools(body: ChatCompletionRequest, template: ChatTemplate, model: str) 
     template cannot render tools."""
     if body.functions is not None and body.tools is not None:
         raise InvalidRequest("use tools or the legacy functions, not both", param="functions")
+    given: str | NamedToolChoice | NamedFunction | None
     if body.tools is not None:
-        defs, parallel, param = [t.function for t in body.tools], body.parallel_tool_calls, "tools"
-        raw_choice = body.tool_choice
-        choice = raw_choice.function.name if isinstance(raw_choice, NamedToolChoice) else raw_choice or "auto"
+        defs, parallel, param, given = [t.function for t in body.tools], body.parallel_tool_calls, "tools", \
+            body.tool_choice
     else:
-        defs, parallel, param = list(body.functions or ()), False, "functions"
-        legacy = body.function_call
-        choice = legacy.name if isinstance(legacy, NamedFunction) else legacy or "auto"
+        defs, parallel, param, given = list(body.functions or ()), False, "functions", body.function_call
+    named = given.function.name if isinstance(given, NamedToolChoice) else \
+        given.name if isinstance(given, NamedFunction) else None
+    choice: Choice = given if given in ("auto", "none", "required") else "auto"
     functions = [Function(f.name, f.description or "", f.parameters or {"type": "object", "properties": {}},
                           bool(f.strict)) for f in defs]
-    use = tool_use(functions, choice, parallel)
+    use = tool_use(functions, choice, parallel, named)
     if use is None or use.choice == "none":
         return None
     if not template.renders_tools:

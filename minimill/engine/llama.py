@@ -17,6 +17,7 @@ from pathlib import Path
 
 import llama_cpp as lc
 import numpy as np
+import regex
 from llama_cpp import llama_grammar
 
 from minimill.engine.types import SamplingParams
@@ -195,15 +196,7 @@ def grammar_walk(model: LlamaModel, gbnf: str, max_steps: int = 64) -> str | Non
         lc.llama_sampler_free(grammar)
 
 
-def _grammar_sampler(model: LlamaModel, gbnf: str, triggers: Sequence[str]) -> lc.llama_sampler_p | None:
-    """A grammar sampler over `model`'s vocabulary: strict from the first token, or lazy until the text so far
-    matches one of the `triggers` (whole-text regexes; the grammar is fed from the match's first group on)."""
-    if not triggers:
-        return lc.llama_sampler_init_grammar(model._vocab, gbnf.encode(), b"root")
-    patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
-    no_tokens = (lc.llama_token * 1)()
-    return lc.llama_sampler_init_grammar_lazy_patterns(model._vocab, gbnf.encode(), b"root", patterns,
-                                                       len(triggers), no_tokens, 0)
+TRIGGER_WINDOW = 512  # characters before the newest token that a trigger match may start in
 
 
 class SamplerChain:
@@ -225,8 +218,16 @@ class SamplerChain:
                  grammar_first: bool = False) -> None:
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         self._chain = chain
+        self._model = model
         self._grammar: lc.llama_sampler_p | None = None
         self._check_first = False
+        # A lazy grammar (`grammar_trigger`): output is free until the trigger regex matches it; then the
+        # grammar takes over from the token where the match starts. Watched here, not by llama.cpp's own lazy
+        # grammars: those throw (and abort the process) when the text they replay does not fit the grammar.
+        self._trigger = regex.compile(params.grammar_trigger) if params.grammar_trigger else None
+        self._gbnf = params.grammar
+        self._text = ""
+        self._starts: list[tuple[int, int]] = []  # (token, offset of its text) since the choice began
         add = lambda sampler: lc.llama_sampler_chain_add(chain, sampler)  # noqa: E731
         if params.logit_bias:
             biases = (lc.llama_logit_bias * len(params.logit_bias))()
@@ -239,13 +240,16 @@ class SamplerChain:
             add(lc.llama_sampler_init_penalties(
                 model.n_vocab, window, params.repetition_penalty, params.frequency_penalty, params.presence_penalty))
         if params.grammar is not None:
-            grammar = _grammar_sampler(model, params.grammar, params.grammar_triggers)
+            grammar = lc.llama_sampler_init_grammar(model._vocab, params.grammar.encode(), b"root")
             if not grammar:
                 self.close()
                 raise InvalidRequest("the grammar could not be parsed", param="response_format")
             # Kept out of the chain either way: a grammar that refuses every token must end the choice, and
             # llama.cpp's own chain would accept a refused token and abort the process.
-            self._grammar = grammar
+            if self._trigger is None:
+                self._grammar = grammar
+            else:
+                lc.llama_sampler_free(grammar)  # parsed: it can be built again when the trigger fires
             unfiltered = params.top_k <= 0 and params.top_p >= 1.0 and params.min_p <= 0.0
             self._check_first = not grammar_first and (params.greedy or unfiltered)
             self._ids = np.arange(model.n_vocab, dtype=np.int32)
@@ -267,7 +271,10 @@ class SamplerChain:
     def sample(self, ctx: LlamaContext, index: int) -> int:
         """Draw (and accept) a token from the logits of batch row `index`."""
         if self._grammar is None:
-            return int(lc.llama_sampler_sample(self._chain, ctx.native, index))
+            free = int(lc.llama_sampler_sample(self._chain, ctx.native, index))
+            if self._trigger is not None:
+                self._watch(free)
+            return free
         logits = ctx.logits(index)
         token = self._pick(logits, grammar=False) if self._check_first else None
         if token is None or not self._allowed(token):
@@ -294,12 +301,34 @@ class SamplerChain:
         lc.llama_sampler_apply(self._chain, ctypes.byref(array))
         return int(array.data[array.selected].id)
 
-    def _allowed(self, token: int) -> bool:
+    def _allowed(self, token: int, grammar: lc.llama_sampler_p | None = None) -> bool:
         """Whether the grammar allows `token` next (it sets a refused token's logit to -inf)."""
         one = (lc.llama_token_data * 1)(lc.llama_token_data(token, 1.0, 0.0))
         array = lc.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
-        lc.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        lc.llama_sampler_apply(grammar or self._grammar, ctypes.byref(array))
         return bool(np.isfinite(one[0].logit))
+
+    def _watch(self, token: int) -> None:
+        """Record a free token's text; when the trigger matches, start the grammar at the token where the match
+        begins and replay the tokens since. Replayed text the grammar refuses leaves the choice free (never a
+        crash: the answer is then parsed as it comes)."""
+        assert self._trigger is not None and self._gbnf is not None
+        piece = self._model.piece(token).decode("utf-8", errors="replace")
+        self._starts.append((token, len(self._text)))
+        self._text += piece
+        found = self._trigger.search(self._text, max(0, len(self._text) - len(piece) - TRIGGER_WINDOW))
+        if found is None:
+            return
+        self._trigger = None
+        first = max(i for i, (_, offset) in enumerate(self._starts) if offset <= found.start())
+        grammar = lc.llama_sampler_init_grammar(self._model._vocab, self._gbnf.encode(), b"root")
+        for replayed, _ in self._starts[first:]:
+            if not grammar or not self._allowed(replayed, grammar):
+                if grammar:
+                    lc.llama_sampler_free(grammar)
+                return
+            lc.llama_sampler_accept(grammar, replayed)
+        self._grammar = grammar
 
     def close(self) -> None:
         """Free the chain and every sampler in it (and a grammar kept outside it)."""

@@ -41,9 +41,9 @@ class SamplingParams:
     # computed in the prompt's own prefill (no prefix reuse). With max_tokens 0 nothing is generated.
     prompt_logprobs: int | None = None
     grammar: str | None = None
-    # With triggers, the grammar is lazy: output is free until the text so far fully matches one of these
-    # regexes, and from the match's first group on it must follow the grammar (a tool call the model opened).
-    grammar_triggers: tuple[str, ...] = ()
+    # With a trigger, the grammar is lazy: output is free until this regex matches it, and from the token
+    # where the match starts it must follow the grammar (a tool call the model chose to open).
+    grammar_trigger: str | None = None
 
     @property
     def greedy(self) -> bool:

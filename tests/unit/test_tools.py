@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import regex
 
 from minimill.engine.llama import json_schema_to_grammar
 from minimill.errors import InvalidRequest
@@ -43,9 +44,26 @@ def test_parse_finds_calls_in_every_form_the_models_write(case: str) -> None:
     assert len({c.id for c in got_calls}) == len(got_calls) and all(c.id.startswith("call_") for c in got_calls)
 
 
-def test_a_block_that_is_not_a_call_after_a_call_makes_the_whole_answer_text() -> None:
+def test_a_block_that_is_not_a_call_after_a_call_stays_as_text_whole_and_streamed() -> None:
     text = f"<tool_call>\n{WEATHER}\n</tool_call>\n<tool_call>\nnot json\n</tool_call>"
-    assert parse(text, NAMES) == (text, [])
+    content, calls = parse(text, NAMES)
+    assert calls_of(calls) == [("get_weather", {"city": "Lisbon"})] and content == "<tool_call>\nnot json\n</tool_call>"
+    cut = f"<tool_call>\n{WEATHER}\n</tool_call>\n<tool_call>\n" + ADD[:12]  # max_tokens cut the second call
+    content, calls = parse(cut, NAMES)
+    assert calls_of(calls) == [("get_weather", {"city": "Lisbon"})] and content.startswith("<tool_call>")
+
+
+def test_a_closing_tag_inside_the_arguments_does_not_end_the_call() -> None:
+    text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "</tool_call>"}}\n</tool_call>'
+    assert parse(text, NAMES)[1][0].arguments == '{"city": "</tool_call>"}'
+
+
+def test_a_long_fenced_opener_is_held_back_whole() -> None:
+    name = "f" * 64
+    text = "Sure:\n```json\n\n" + " " * 20 + '{"name": "' + name + '", "arguments": {}}\n```'
+    stream = CallStream((name,))
+    shown = "".join(stream.feed(text[i:i + 2])[0] for i in range(0, len(text), 2)) + stream.finish()[0]
+    assert shown == "Sure:"
 
 
 @pytest.mark.parametrize("case", ANSWERS, ids=str)
@@ -96,13 +114,15 @@ def test_grammar_offers_tags_when_forced_and_every_form_when_the_model_chooses()
     assert "*" not in root  # one call only
     assert forced.count("tool-call ::=") == 1 and "\nroot ::=" not in forced
     assert '"\\"get_weather\\""' in forced and '"\\"add\\""' in forced
-    named = calls_grammar(ToolUse((WEATHER_FN, ADD_FN), "add", parallel=True), json_schema_to_grammar)
+    named = calls_grammar(ToolUse((WEATHER_FN, ADD_FN), "auto", parallel=True, named="add"), json_schema_to_grammar)
     assert '"\\"get_weather\\""' not in named and '"\\"add\\""' in named and ")*" in named.splitlines()[0]
     auto = ToolUse((WEATHER_FN, ADD_FN), "auto", parallel=True)
     chooses = calls_grammar(auto, json_schema_to_grammar).splitlines()[0]
-    assert '"```json"' in chooses and chooses.endswith("| tool-call")
-    assert len(auto.triggers()) == 3 and all(t.startswith(r"[\s\S]*?(") for t in auto.triggers())
-    assert ToolUse((WEATHER_FN,), "required").triggers() == ()
+    assert '"```json"' in chooses and chooses.endswith("| tool-call )") and chooses.startswith("root ::= [ \\t\\n]*")
+    trigger = auto.trigger()
+    assert trigger is not None and regex.search(trigger, 'Sure. {"name": "add"') is not None
+    assert regex.search(trigger, '{"name": "subtract"') is None and regex.search(trigger, "<tool_call>")
+    assert ToolUse((WEATHER_FN,), "required").trigger() is None
 
 
 def test_tool_use_refuses_what_cannot_be_called() -> None:
@@ -110,7 +130,10 @@ def test_tool_use_refuses_what_cannot_be_called() -> None:
     with pytest.raises(InvalidRequest, match="requires tools"):
         tool_use([], "required", True)
     with pytest.raises(InvalidRequest, match="not in tools"):
-        tool_use([WEATHER_FN], "add", True)
+        tool_use([WEATHER_FN], "auto", True, named="add")
     with pytest.raises(InvalidRequest, match="distinct"):
         tool_use([WEATHER_FN, WEATHER_FN], "auto", True)
-    assert tool_use([WEATHER_FN, ADD_FN], "add", True).names == ("add",)  # type: ignore[union-attr]
+    assert tool_use([WEATHER_FN, ADD_FN], "auto", True, named="add").names == ("add",)  # type: ignore[union-attr]
+    none_fn = Function("none")  # a function may be called "none": naming it is not tool_choice "none"
+    use = tool_use([none_fn, ADD_FN], "auto", True, named="none")
+    assert use is not None and use.forced and use.names == ("none",)

@@ -100,8 +100,8 @@ class ChatChunks:
             out.append(self._chunk(delta.index, {"tool_calls": [{"index": index,
                                                                   "function": {"arguments": made.arguments}}]}))
         if delta.finish_reason is not None:
-            finish = ("function_call" if self.legacy else "tool_calls") if self.made.get(delta.index) \
-                else delta.finish_reason
+            finish = ("function_call" if self.legacy else "tool_calls") \
+                if self.made.get(delta.index) and delta.finish_reason != "length" else delta.finish_reason
             out.append(self._chunk(delta.index, {}, finish))
         return out
 

@@ -15,7 +15,7 @@ from minimill.api.deps import RuntimeDep, TenantDep
 from minimill.api.generation import gather, unless_disconnected
 from minimill.api.schemas import Completion, CompletionRequest
 from minimill.api.sse import stream_response
-from minimill.engine.types import ChoiceDelta
+from minimill.engine.types import ChoiceDelta, TokenLogprob
 from minimill.errors import InvalidRequest
 
 router = APIRouter()
@@ -44,15 +44,18 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
 
     if body.stream:
         echoed: set[int] = set()
+        scores: dict[int, tuple[TokenLogprob, ...]] = {}
 
         def chunk(delta: ChoiceDelta) -> list[dict[str, object]]:
-            first = delta.index not in echoed
-            prefix = call.echoes[delta.index // body.n] if first else ""
+            first, k = delta.index not in echoed, delta.index // body.n
+            prefix = call.echoes[k] if first else ""
             echoed.add(delta.index)
-            scored = first and body.echo and bool(delta.prompt_logprobs)  # the prompt's scores lead its first chunk
+            if delta.prompt_logprobs:  # the prompt's first choice carries them: its siblings reuse them
+                scores[k] = delta.prompt_logprobs
+            scored = first and body.echo and body.logprobs is not None  # the prompt's scores lead its first chunk
             logprobs = (convert.completion_logprobs(
-                delta.logprobs, 0, first_prompt_token=call.first_tokens[delta.index // body.n] if scored else None,
-                prompt=delta.prompt_logprobs).model_dump() if body.logprobs is not None else None)
+                delta.logprobs, 0, first_prompt_token=call.first_tokens[k] if scored else None,
+                prompt=scores.get(k, ()) if scored else ()).model_dump() if body.logprobs is not None else None)
             return [{**head, "choices": [{"index": delta.index, "text": prefix + delta.text, "logprobs": logprobs,
                                           "finish_reason": delta.finish_reason}]}]
 
