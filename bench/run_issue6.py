@@ -67,12 +67,13 @@ def detection(items: int) -> dict[str, Any]:
             "per_suite": {name: hits[name] / total[name] for name in total}}
 
 
-async def measure(url: str, store: ResultStore, models: list[str], items: int, concurrency: int) -> dict[str, Any]:
+async def measure(url: str, store: ResultStore, models: list[str], items: int, heldout_items: int,
+                  concurrency: int) -> dict[str, Any]:
     endpoint = runner.Endpoint(url)
     started = time.monotonic()
     tune = await runner.run(endpoint, models, ALL, store, seed=TUNE_SEED, n=items, concurrency=concurrency)
     tuned = time.monotonic()
-    held = await runner.run(endpoint, [*models, "auto"], ALL, store, seed=HELDOUT_SEED, n=items,
+    held = await runner.run(endpoint, [*models, "auto"], ALL, store, seed=HELDOUT_SEED, n=heldout_items,
                             concurrency=concurrency)
     return {"tune_failed": tune.failed, "heldout_failed": held.failed, "tune_seconds": tuned - started,
             "heldout_seconds": time.monotonic() - tuned, "failures": (tune.failures + held.failures)[:10]}
@@ -81,6 +82,7 @@ async def measure(url: str, store: ResultStore, models: list[str], items: int, c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=40, help="items per suite and split")
+    parser.add_argument("--heldout-items", type=int, default=None, help="items per suite, held-out split [--items]")
     parser.add_argument("--models", nargs="+", default=MODELS, help="served models, cheapest first")
     parser.add_argument("--name", default="issue6", help="prefix of the files written under bench/results")
     parser.add_argument("--threads", type=int, default=2)
@@ -102,7 +104,8 @@ def main() -> None:
     store = ResultStore(data_dir / "evals" / "results")
     with peers.running(command, port) as url:
         served = [m["id"] for m in httpx.get(f"{url}/models").json()["data"] if m["id"] not in ("default", "auto")]
-        timing = asyncio.run(measure(url, store, served, args.items, args.concurrency))
+        timing = asyncio.run(measure(url, store, served, args.items, args.heldout_items or args.items,
+                                     args.concurrency))
         board_json = httpx.get(f"{url}/evals").json()
         cards = {m["id"]: m for m in httpx.get(f"{url}/models").json()["data"]}
     # the routing table the server used (default routing settings), rebuilt from the same tuning results
@@ -120,7 +123,8 @@ def main() -> None:
         "command": "python -m bench.run_issue6 " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if v not in (None, "") and k not in ("out", "data_dir")),
-        "items_per_suite": args.items, "models": served, "timing": timing,
+        "items_per_suite": args.items, "heldout_items_per_suite": args.heldout_items or args.items,
+        "models": served, "timing": timing,
         "default": board_json["default"],
         "tune": {m: {"quality": s.quality, "cost_per_item": s.cost_per_item, "latency_s": s.latency_s}
                  for m, s in tune_board.models.items()},
@@ -130,7 +134,7 @@ def main() -> None:
                           "cost": auto["cost_usd"] / big["cost_usd"] if big["cost_usd"] else None},
         "small_vs_large": {"quality": outcome[small]["quality"] / big["quality"] if big["quality"] else None,
                            "cost": outcome[small]["cost_usd"] / big["cost_usd"] if big["cost_usd"] else None},
-        "task_detection": detection(args.items),
+        "task_detection": detection(args.heldout_items or args.items),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

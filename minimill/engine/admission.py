@@ -1,5 +1,6 @@
-"""Admission by expected wait: a request is refused (429) when its time to first token would exceed the
-limit, not when a fixed number of requests are queued, and its wait is counted as the fair scheduler will
+"""Admission by expected wait: a request is refused (429) when the time it would wait for other requests
+(their prefill ahead of it, and for a free sequence slot) exceeds the limit, not when a fixed number of
+requests are queued, and its wait is counted as the fair scheduler will
 serve it (`scheduler.fair_order`): its tenant's own backlog, plus at most as much of each other tenant's.
 
 The engine's step thread reports the backlog (prompt tokens still to prefill, per tenant) and how fast
@@ -76,13 +77,16 @@ class Admission:
             backlog = Counter(self._reported_tokens)
             backlog.update(self._submitted_tokens)
             waiting_now = self._reported_waiting + self._submitted_waiting
-            wait = expected_wait(backlog, tenant, prompt_tokens, self.tokens_per_second or PRIOR_TOKENS_PER_SECOND)
+            rate = self.tokens_per_second or PRIOR_TOKENS_PER_SECOND
+            # What it waits for others: its own prefill is not a queue (a long prompt on an idle server is
+            # always admitted, or it could never be served).
+            wait = expected_wait(backlog, tenant, prompt_tokens, rate) - prompt_tokens / rate
             service = max_tokens / (self.decode_tokens_per_second or PRIOR_DECODE_TOKENS_PER_SECOND)
             wait += slot_wait(waiting_now, tenant, self._free_slots, self.limits.slots, service)
             if wait > self.limits.max_delay:
                 raise CapacityExceeded(
-                    f"the server is busy: this request would wait about {wait:.0f} s for its first token "
-                    f"(the limit is {self.limits.max_delay:.0f} s); retry later",
+                    f"the server is busy: this request would wait about {wait:.0f} s before its prompt is "
+                    f"computed (the limit is {self.limits.max_delay:.0f} s); retry later",
                     retry_after=float(math.ceil(wait - self.limits.max_delay)))
             self._submitted_tokens[tenant] += prompt_tokens
             self._submitted_waiting[tenant] += 1

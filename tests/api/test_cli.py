@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import openai
 
+from minimill.config import Config
+from minimill.router.policy import shipped_default
 from tests.api.conftest import cli_server
 
 
@@ -27,9 +29,15 @@ def test_serve_prints_where_what_and_capacity_then_answers(tmp_path: Path) -> No
 
 def test_models_lists_the_catalogue_with_the_default(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "minimill.cli", "models", "--data-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "250"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    smol = next(line for line in lines if "smollm2-135m" in line)
-    gemma = next(line for line in lines if "gemma3-270m" in line)
-    assert "yes" in smol and "8192" in smol and "yes" not in gemma and "MiB" in gemma
+    rows = {name: next(line for line in lines if f" {name} " in line)
+            for name in ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")}
+    assert "8192" in rows["smollm2-135m"] and "32768" in rows["qwen2.5-coder-1.5b"]
+    assert "469 MiB" in rows["qwen2.5-coder-0.5b"] and "494M" in rows["qwen2.5-coder-0.5b"]
+    assert "Apache-2.0" in rows["qwen2.5-coder-1.5b"] and "Gemma Terms of Use" in rows["gemma3-270m"]
+    defaults = [name for name, line in rows.items() if "│ yes" in line]
+    expected = shipped_default(tmp_path, Config().models)
+    assert defaults == [expected.model] and expected.model.startswith("qwen2.5-coder")
+    assert f"default (when serving qwen2.5-coder-0.5b, qwen2.5-coder-1.5b): {expected.model}" in result.stdout

@@ -99,8 +99,13 @@ def test_completions_with_several_prompts_echo_and_logprobs(client: openai.OpenA
     assert [c.index for c in reply.choices] == [0, 1, 2, 3]
     assert reply.choices[0].text.startswith("The sky is") and reply.choices[2].text.startswith("Water is")
     assert reply.choices[0].text == reply.choices[1].text
-    lp = reply.choices[0].logprobs
-    assert lp is not None and len(lp.tokens or []) == 5 and lp.text_offset and lp.text_offset[0] == len("The sky is")
+    lp = reply.choices[0].logprobs  # echo with logprobs: the prompt's tokens come first, as OpenAI's do
+    prompt_tokens = len(client.completions.create(model=MODEL, prompt="The sky is", max_tokens=0, echo=True,
+                                                  logprobs=0).choices[0].logprobs.tokens or [])
+    assert lp is not None and len(lp.tokens or []) == prompt_tokens + 5 and "".join(lp.tokens or []) == \
+        reply.choices[0].text
+    assert lp.text_offset and lp.text_offset[0] == 0 and lp.token_logprobs and lp.token_logprobs[0] is None
+    assert reply.choices[1].logprobs is not None and reply.choices[1].logprobs.tokens == lp.tokens
     assert reply.usage is not None and reply.usage.completion_tokens == 20
 
 

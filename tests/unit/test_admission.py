@@ -21,12 +21,12 @@ def test_a_flooding_tenant_is_refused_with_a_retry_after_while_another_is_admitt
     admission.observe_step(10, 1.0, full=False)  # a decode step measures nothing
     assert admission.tokens_per_second == 500
     admission.observe_decode(101, 0.1)  # 1,000 tokens/s a sequence: slot waits are negligible here
-    for _ in range(5):
-        admission.admit("flood", 200)  # up to 1,000 tokens: 2 s
+    for _ in range(6):
+        admission.admit("flood", 200)  # up to 1,000 tokens ahead of it: 2 s of waiting for others
     with pytest.raises(CapacityExceeded) as refused:
-        admission.admit("flood", 200)  # 1,000 tokens ahead + 200 = 2.4 s > 2 s
+        admission.admit("flood", 200)  # 1,200 tokens ahead: 2.4 s > 2 s
     assert refused.value.retry_after == 1.0
-    admission.admit("b", 200)  # 200 of its own + 200 of the flood's: 0.8 s
+    admission.admit("b", 200)  # 200 of the flood's ahead of it (turns): 0.4 s
     admission.entered("flood", 200)
     admission.report({"flood": 600}, {"flood": 3})  # the scheduler now holds what was submitted
     admission.admit("b", 100)
@@ -50,3 +50,12 @@ def test_slot_waits_count_waves_of_requests_ahead() -> None:
     assert slot_wait({}, "b", free_slots=1, slots=8, service_seconds=3.0) == 0.0
     assert slot_wait({"a": 40}, "b", free_slots=0, slots=8, service_seconds=3.0) == 3.0  # b and 1 of a's: one wave
     assert slot_wait({"a": 40}, "a", free_slots=0, slots=8, service_seconds=3.0) == 18.0  # 41 ahead: six waves
+
+
+def test_a_long_prompt_on_an_idle_server_is_always_admitted() -> None:
+    admission = Admission(AdmissionLimits(max_delay=2.0, max_waiting=1000, slots=4))
+    admission.observe_step(500, 1.0, full=True)
+    admission.admit("a", 100_000)  # 200 s of its own prefill, but nothing to wait for
+    admission.admit("b", 10)  # tenants take turns: b waits for 10 of a's tokens, not for all of them
+    with pytest.raises(CapacityExceeded):
+        admission.admit("a", 10)  # a's next request waits behind a's own 100,000 tokens
