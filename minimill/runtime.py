@@ -97,8 +97,9 @@ class Runtime:
                 engine.close()
             ledger.close()
             raise
+        measurements = ThroughputStore(config.data_dir / "throughput.json")
         rates = {name: found for name, spec in specs.items()
-                 if (found := measured(_digest(config, spec), ThroughputStore(config.data_dir / "throughput.json")))}
+                 if (found := measured(_digest(config, spec), measurements)) is not None}
         prices = price_book(config.billing, rates, config.routing.upstreams)
         meter = Meter(ledger, prices)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from minimill.api import bounds
 from minimill.api.schemas import (
     ChatCompletionRequest,
     ChatLogprobs,
@@ -20,6 +21,7 @@ from minimill.api.schemas import (
     TopLogprobOut,
     UsageOut,
 )
+from minimill.config import RequestLimits
 from minimill.engine.client import EngineClient
 from minimill.engine.grammar import GrammarGuard
 from minimill.engine.types import SamplingParams, TokenLogprob, Usage
@@ -179,6 +181,16 @@ def add_usage(total: Usage, more: Usage) -> Usage:
     return Usage(total.prompt_tokens + more.prompt_tokens, total.completion_tokens + more.completion_tokens,
                  total.cached_tokens + more.cached_tokens, total.kv_tier or more.kv_tier,
                  total.kept_tokens + more.kept_tokens, max(total.kept_seconds, more.kept_seconds))
+
+
+def bounded_messages(messages: Sequence[ChatMessageIn], engine: EngineClient,
+                     limits: RequestLimits) -> list[ChatMessage]:
+    """`messages_of`, within the request bounds: the message count first, then the text's length against the
+    context (before anything tokenizes it)."""
+    bounds.check_messages(len(messages), limits)
+    chat = messages_of(messages)
+    bounds.check_text_fits([m.content for m in chat], engine.longest_piece, engine.n_ctx, "messages")
+    return chat
 
 
 def messages_of(messages: Sequence[ChatMessageIn]) -> list[ChatMessage]:

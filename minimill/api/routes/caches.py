@@ -29,10 +29,7 @@ def prefix_tokens(body: CacheCreateRequest, runtime: Runtime, engine: EngineClie
     """The cache's prefix as token ids, within the request bounds (run off the event loop)."""
     limits = runtime.config.limits
     if body.messages is not None:
-        bounds.check_messages(len(body.messages), limits)
-        messages = convert.messages_of(body.messages)
-        bounds.check_text_fits([m.content for m in messages], engine.longest_piece, engine.n_ctx, "messages")
-        return engine.chat_tokens(messages, open_turn=False)
+        return engine.chat_tokens(convert.bounded_messages(body.messages, engine, limits), open_turn=False)
     assert body.prompt is not None  # the schema requires one of the two
     if isinstance(body.prompt, str):
         bounds.check_text_fits([body.prompt], engine.longest_piece, engine.n_ctx, "prompt")

@@ -19,10 +19,8 @@ def _tokenize(body: TokenizeRequest, runtime: Runtime) -> TokenizeResponse:
     engine = runtime.engine_for(body.model)
     limits = runtime.config.limits
     if body.messages is not None:
-        bounds.check_messages(len(body.messages), limits)
-        messages = convert.messages_of(body.messages)
-        bounds.check_text_fits([m.content for m in messages], engine.longest_piece, engine.n_ctx, "messages")
-        tokens = engine.chat_tokens(messages, open_turn=body.add_generation_prompt)
+        tokens = engine.chat_tokens(convert.bounded_messages(body.messages, engine, limits),
+                                    open_turn=body.add_generation_prompt)
     else:
         assert body.prompt is not None  # the schema requires one of the two
         bounds.check_text_fits([body.prompt], engine.longest_piece, engine.n_ctx, "prompt")
