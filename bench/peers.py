@@ -87,7 +87,7 @@ def minimill_command(port: int, threads: int, extra: list[str]) -> list[str]:
     """`minimill serve` on `port`, sized like the peer (8 parallel sequences' worth of KV)."""
     return [sys.executable, "-m", "minimill.cli", "serve", "--port", str(port), "--threads", str(threads),
             "--kv-size", "16384", "--max-seqs", "32", "--log-level", "warning",
-            *([] if "-m" in extra else ["-m", "smollm2-135m"]), *extra]
+            *([] if {"-m", "--model"} & set(extra) else ["-m", "smollm2-135m"]), *extra]
 
 
 def llama_server_command(port: int, threads: int, model: str = "smollm2-135m") -> list[str]:

@@ -123,6 +123,12 @@ def chat_tools(body: ChatCompletionRequest, template: ChatTemplate, model: str) 
     template cannot render tools."""
     if body.functions is not None and body.tools is not None:
         raise InvalidRequest("use tools or the legacy functions, not both", param="functions")
+    # OpenAI's rule: a choice among no tools is a mistake in the request, not a plain chat
+    if body.tool_choice is not None and body.tools is None:
+        raise InvalidRequest("'tool_choice' is only allowed when 'tools' are specified", param="tool_choice")
+    if body.function_call is not None and body.functions is None:
+        raise InvalidRequest("'function_call' is only allowed when 'functions' are specified",
+                             param="function_call")
     given: str | NamedToolChoice | NamedFunction | None
     if body.tools is not None:
         defs, parallel, param, given = [t.function for t in body.tools], body.parallel_tool_calls, "tools", \

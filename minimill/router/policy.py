@@ -45,6 +45,28 @@ def tune_threshold(small: Sequence[ItemResult], large: Sequence[ItemResult], tar
     return math.inf
 
 
+def cascade_saves(small: Sequence[ItemResult], large: Sequence[ItemResult], threshold: float,
+                  list_prices: tuple[float, float]) -> bool:
+    """Whether answering with `small`, escalating its answers below `threshold` to `large`, costs less than
+    `large` alone on the items both answered. Every escalated item is paid twice, so a small model that is
+    not much cheaper, or whose answers mostly escalate, is worth skipping. Measured cost per item when both
+    have it, else the models' list prices (`list_prices`: small, large)."""
+    by_id = {r.item_id: r for r in large}
+    pairs = [(s, by_id[s.item_id]) for s in small if s.item_id in by_id]
+    if not pairs:
+        return False
+    measured = all(s.cost_usd > 0 and b.cost_usd > 0 for s, b in pairs)
+    cheap, dear = list_prices
+
+    def escalates(r: ItemResult) -> bool:
+        return (r.mean_logprob if r.mean_logprob is not None else -math.inf) < threshold
+
+    if measured:
+        return sum(s.cost_usd + (b.cost_usd if escalates(s) else 0.0) for s, b in pairs) < sum(
+            b.cost_usd for _, b in pairs)
+    return cheap + dear * fmean(escalates(s) for s, _ in pairs) < dear
+
+
 class Router:
     """Reads the scoreboard (re-read when new eval results appear) of the models served here.
 
@@ -132,13 +154,18 @@ class Router:
 
     def _threshold(self, task: str | None, small: str, large: str) -> float | None:
         """The tuned confidence threshold for escalating from `small` to `large` on `task` (None: no task, or
-        too little data: the configured `min_confidence` applies)."""
+        too little data: the configured `min_confidence` applies; +inf: `small` is not worth trying)."""
         if task is None:
             return None
         self.scoreboard()  # the tune split's results, re-read only when they changed
         results = [r for r in self._results if r.suite == task]
-        return tune_threshold([r for r in results if r.model == small], [r for r in results if r.model == large],
-                              self.config.good_enough)
+        mine, theirs = [r for r in results if r.model == small], [r for r in results if r.model == large]
+        threshold = tune_threshold(mine, theirs, self.config.good_enough)
+        if threshold is None or not math.isfinite(threshold):
+            return threshold
+        # a cascade that costs more than the large model alone is skipped (as if every answer escalated)
+        prices = (self._list_price(small), self._list_price(large))
+        return threshold if cascade_saves(mine, theirs, threshold, prices) else math.inf
 
 
 def shipped_default(data_dir: Path, models: Sequence[str]) -> DefaultChoice:

@@ -178,12 +178,14 @@ def test_an_upstream_is_evaluated_by_the_same_suites(front: Server) -> None:
 def test_auto_passes_over_failing_upstreams(front: Server, tmp_path: Path) -> None:
     # without eval results the cascade is every model by list price, the dearest (peer) last
     router = front.runtime.router
-    kept, router.store = router.store, ResultStore(tmp_path / "no-results")
+    kept = router.store, router.published
+    router.store = router.published = ResultStore(tmp_path / "no-results")  # nor the published scoreboard
+    router._board = None
     try:
         reply = front.client().chat.completions.create(model="auto", messages=QUESTION, max_tokens=4, temperature=0,
                                                        metadata={"grader": "regex:^NEVER$"}).model_dump()
     finally:
-        router.store = kept
+        (router.store, router.published), router._board = kept, None
     attempts = {a["model"]: a for a in reply["router"]["attempts"]}
     assert reply["model"] == "peer" and reply["router"]["cascade"][-1] == "peer"
     assert attempts["dead"]["reason"].startswith("skipped: upstream dead") and attempts["dead"]["cost"] == 0

@@ -137,13 +137,19 @@ def test_an_unauthenticated_body_is_not_parsed(keyed: Target) -> None:
     assert keyed.http.get("/v1/prices").status_code == 200  # public
 
 
-LACKING = [("functions", [{"name": "f", "parameters": {}}]), ("function_call", "auto"),
+LACKING = [("functions", [{"name": "f", "parameters": {}}]), ("tools", [{"type": "function", "function": {"name": "f"}}]),
            ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
-           ("tool_choice", "required"), ("prediction", {"type": "content", "content": "x"})]
+           ("prediction", {"type": "content", "content": "x"})]
 
 
 @pytest.mark.parametrize("field,value", LACKING)
 def test_a_known_feature_minimill_lacks_is_a_400_naming_it(target: Target, field: str, value: Any) -> None:
+    assert_refused(target.http.post("/v1/chat/completions", json=chat(**{field: value})), param=field)
+
+
+@pytest.mark.parametrize("field,value", [("tool_choice", "required"), ("tool_choice", "auto"),
+                                         ("function_call", "auto"), ("function_call", {"name": "f"})])
+def test_a_choice_among_no_tools_is_a_400_naming_it(target: Target, field: str, value: Any) -> None:
     assert_refused(target.http.post("/v1/chat/completions", json=chat(**{field: value})), param=field)
 
 

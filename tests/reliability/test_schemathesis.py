@@ -36,6 +36,8 @@ OPERATIONS: dict[str, int] = {
     "POST /v1/caches": HEAVY,
     "POST /v1/batches": HEAVY,
     "POST /v1/files": LIGHT,
+    "POST /tokenize": LIGHT,
+    "POST /detokenize": LIGHT,
     "GET /v1/caches/{cache_id}": LIGHT,
     "PATCH /v1/caches/{cache_id}": LIGHT,
     "DELETE /v1/caches/{cache_id}": LIGHT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -324,3 +325,20 @@ def test_the_route_carries_the_tuned_threshold_or_skips_a_hopeless_model(tmp_pat
     hopeless = store_with(tmp_path / "h", [*large, *scored("small", [0] * 6, [-0.1, -0.2, -0.3, -0.4, -0.5, -0.6])])
     assert Router(hopeless, RoutingConfig(good_enough=0.95), ["small", "large"], prices.__getitem__,
                   published=ResultStore(tmp_path / "none")).route("t").cascade == ("large",)
+
+
+def test_a_cascade_dearer_than_the_large_model_alone_is_skipped(tmp_path: Path) -> None:
+    from minimill.router.policy import cascade_saves
+
+    large = scored("large", [1, 1, 1, 1, 1, 1], [-0.1] * 6)
+    small = scored("small", [1, 1, 0, 1, 0, 1], [-0.2, -0.1, -2.0, -0.3, -1.5, -0.25])
+    # two of six escalate: at a quarter of the price that saves, at 80% of it the doubled items cost more
+    assert cascade_saves(small, large, -0.3, (1.0, 4.0))
+    assert not cascade_saves(small, large, -0.3, (3.2, 4.0))
+    # measured costs per item win over list prices
+    dear = [replace(r, cost_usd=3.0) for r in small]
+    assert not cascade_saves(dear, [replace(r, cost_usd=4.0) for r in large], -0.3, (1.0, 4.0))
+    prices = {"small": 3.2, "large": 4.0}
+    router = Router(store_with(tmp_path, [*large, *small]), RoutingConfig(good_enough=0.95), ["small", "large"],
+                    prices.__getitem__, published=ResultStore(tmp_path / "none"))
+    assert router.route("t").cascade == ("large",)
