@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import platform
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ import httpx
 from bench import peers
 from minimill.config import RoutingConfig
 from minimill.evals import report, runner
-from minimill.evals.results import ItemResult, ResultStore
+from minimill.evals.results import PUBLISHED, ItemResult, ResultStore
 from minimill.evals.scoreboard import Scoreboard
 from minimill.evals.suite import HELDOUT_SEED, TUNE_SEED
 from minimill.evals.suites import ALL
@@ -68,8 +69,8 @@ def detection(items: int) -> dict[str, Any]:
 
 
 async def measure(url: str, store: ResultStore, models: list[str], items: int, heldout_items: int,
-                  concurrency: int) -> dict[str, Any]:
-    endpoint = runner.Endpoint(url)
+                  concurrency: int, timeout: float) -> dict[str, Any]:
+    endpoint = runner.Endpoint(url, timeout=timeout)
     started = time.monotonic()
     tune = await runner.run(endpoint, models, ALL, store, seed=TUNE_SEED, n=items, concurrency=concurrency)
     tuned = time.monotonic()
@@ -77,6 +78,18 @@ async def measure(url: str, store: ResultStore, models: list[str], items: int, h
                             concurrency=concurrency)
     return {"tune_failed": tune.failed, "heldout_failed": held.failed, "tune_seconds": tuned - started,
             "heldout_seconds": time.monotonic() - tuned, "failures": (tune.failures + held.failures)[:10]}
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (the output path and data dir left out)."""
+    words = ["python -m bench.run_issue6"]
+    for key, value in vars(args).items():
+        if value in (None, "", False) or key in ("out", "data_dir"):
+            continue
+        words.append(f"--{key.replace('_', '-')}")
+        if value is not True:
+            words.extend(map(str, value) if isinstance(value, list) else [str(value)])
+    return " ".join(words)
 
 
 def main() -> None:
@@ -91,6 +104,10 @@ def main() -> None:
     parser.add_argument("--serve-args", default="", help="more `minimill serve` flags, e.g. '--min-confidence -0.5'")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="reuse a previous run's results (resumable: only missing items run)")
+    parser.add_argument("--from-published", action="store_true",
+                        help="start the tune split from the scoreboard shipped with the package (same model files, "
+                             "suites and seed: only items it lacks run)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per request (auto may answer twice)")
     parser.add_argument("--out", type=Path, default=None, help="the JSON written [bench/results/NAME.json]")
     args = parser.parse_args()
     args.out = args.out or RESULTS / f"{args.name}.json"
@@ -102,10 +119,12 @@ def main() -> None:
     command = [*peers.minimill_command(port, args.threads, flags)]
     command[command.index("--kv-size") + 1] = "8192"
     store = ResultStore(data_dir / "evals" / "results")
+    if args.from_published:
+        shutil.copytree(PUBLISHED, store.root, dirs_exist_ok=True)
     with peers.running(command, port) as url:
         served = [m["id"] for m in httpx.get(f"{url}/models").json()["data"] if m["id"] not in ("default", "auto")]
         timing = asyncio.run(measure(url, store, served, args.items, args.heldout_items or args.items,
-                                     args.concurrency))
+                                     args.concurrency, args.timeout))
         board_json = httpx.get(f"{url}/evals").json()
         cards = {m["id"]: m for m in httpx.get(f"{url}/models").json()["data"]}
     # the routing table the server used (default routing settings), rebuilt from the same tuning results
@@ -120,9 +139,7 @@ def main() -> None:
     auto, big = outcome["auto"], outcome[large]
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "command": "python -m bench.run_issue6 " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if v not in (None, "") and k not in ("out", "data_dir")),
+        "command": command_line(args),
         "items_per_suite": args.items, "heldout_items_per_suite": args.heldout_items or args.items,
         "models": served, "timing": timing,
         "default": board_json["default"],

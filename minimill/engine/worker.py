@@ -60,6 +60,7 @@ def main(conn: Connection, spec: EngineSpec, log_level: int = logging.WARNING) -
         asyncio.run(_Worker(conn, engine, metrics).serve())
     finally:
         engine.close()
+        tiers.close()  # queued disk writes land before the process exits
         model.close()
 
 

@@ -6,14 +6,20 @@ and a disk hit moves back up. Durable entries (prompt caches) are written to dis
 survive a restart. Every file carries a header (model fingerprint, KV type, token ids, expiry) and a
 SHA-256 over header and payload: a truncated, corrupted or foreign file is deleted and reported as
 a miss, never loaded. No model and no llama.cpp in here: tokens and bytes only. Thread-safe.
+
+Files are written by the store's own writer thread, never by the caller: a write is an fsync of the file
+and one of its directory, and the caller is the engine's step thread, which must not wait on a disk. Until
+its file is written an entry is served from the pending writes, so no reader can tell the difference.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
+import queue
 import struct
 import threading
 import time
@@ -104,7 +110,8 @@ class TierStore:
     """Named KV entries in RAM (LRU, bounded) over a directory of files (LRU by access, bounded).
 
     `fingerprint` identifies the model file and KV type: files written under another one are
-    rejected. `directory=None` keeps a RAM tier only.
+    rejected. `directory=None` keeps a RAM tier only. With a directory the store owns a writer thread:
+    `flush` waits for the writes queued so far, `close` flushes and stops it.
     """
 
     def __init__(self, fingerprint: str, directory: Path | None, limits: TierLimits = TierLimits(),
@@ -119,6 +126,12 @@ class TierStore:
         self._ram_bytes = 0
         self._disk: OrderedDict[str, int] = OrderedDict()  # file name -> size, least recent first
         self._disk_off = False
+        # file name -> (version, name, entry) queued for the writer; readers are served from here until it lands
+        self._pending: dict[str, tuple[int, str, StoredKV]] = {}
+        self._versions = itertools.count()
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._written = threading.Condition(self._lock)
+        self._writer: threading.Thread | None = None
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             files = sorted(directory.glob("*.kv"), key=lambda p: p.stat().st_mtime)
@@ -126,6 +139,8 @@ class TierStore:
                 self._disk[path.name] = path.stat().st_size
             for stale in directory.glob("*.tmp"):
                 stale.unlink(missing_ok=True)  # a write that a crash interrupted
+            self._writer = threading.Thread(target=self._write_files, name="kv-disk-writer", daemon=True)
+            self._writer.start()
 
     # ---- queries ------------------------------------------------------------------------------
     def bytes_in(self, tier: Tier) -> int:
@@ -201,10 +216,66 @@ class TierStore:
                 self._drop(name)
             return len(dead)
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every write queued so far is on disk (or given up on); False if `timeout` passed first."""
+        with self._written:
+            return self._written.wait_for(lambda: not self._pending, timeout)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        if self._writer is not None:
+            self.flush()
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
+
+    # ---- the writer thread ----------------------------------------------------------------------
+    def _write_files(self) -> None:
+        while (file := self._queue.get()) is not None:
+            with self._lock:
+                job = self._pending.get(file)
+            if job is None:
+                continue  # written already (one queue item per put, the latest version each time), or dropped
+            version, name, entry = job
+            assert self.directory is not None
+            raw = encode_file(self.fingerprint, name, entry)
+            try:
+                write_atomically(self.directory / file, raw)  # a reader sees the old file or the new one
+                error = None
+            except OSError as exc:
+                error = exc
+            with self._written:
+                self._landed(file, version, len(raw), error)
+                self._written.notify_all()
+
+    def _landed(self, file: str, version: int, size: int, error: OSError | None) -> None:
+        """Account for one finished write (lock held)."""
+        current = self._pending.get(file)
+        mine = current is not None and current[0] == version
+        if error is not None:
+            # A full or failing disk must not fail requests: keep RAM only and say so, once.
+            self.counters.write_errors += 1
+            if not self._disk_off:
+                log.warning("the disk tier in %s could not be written (%s); it is off until restart, KV stays in "
+                            "RAM", self.directory, error)
+            self._disk_off = True
+            for lost in list(self._pending):  # nothing more is written: what waits is given up
+                self._pending.pop(lost)
+                self._disk.pop(lost, None)
+            return
+        if mine:
+            del self._pending[file]
+            if file in self._disk:
+                self._disk[file] = size
+                self._evict_disk()
+        elif file not in self._disk and self.directory is not None:
+            (self.directory / file).unlink(missing_ok=True)  # dropped while it was being written
+
     # ---- internals (lock held) ----------------------------------------------------------------
     def _drop(self, name: str) -> None:
         self._drop_ram(name)
         file = _file_name(name)
+        self._pending.pop(file, None)
         if file in self._disk and self.directory is not None:
             del self._disk[file]
             (self.directory / file).unlink(missing_ok=True)
@@ -231,24 +302,22 @@ class TierStore:
         return self.directory is not None and not self._disk_off
 
     def _write(self, name: str, entry: StoredKV) -> None:
+        """Queue `entry`'s file for the writer thread; counted at its RAM size until it is written."""
         if self.directory is None or self._disk_off:
             return
         file = _file_name(name)
-        raw = encode_file(self.fingerprint, name, entry)
-        try:
-            write_atomically(self.directory / file, raw)  # a reader sees the old file or the new one
-        except OSError as exc:
-            # A full or failing disk must not fail requests: keep RAM only and say so, once.
-            self.counters.write_errors += 1
-            self._disk_off = True
-            log.warning("the disk tier in %s could not be written (%s); it is off until restart, KV stays in RAM",
-                        self.directory, exc)
-            return
+        self._pending[file] = (next(self._versions), name, entry)
         self._disk.pop(file, None)
-        self._disk[file] = len(raw)
+        self._disk[file] = entry.nbytes
+        self._evict_disk()
+        self._queue.put(file)
+
+    def _evict_disk(self) -> None:
+        assert self.directory is not None
         while sum(self._disk.values()) > self.limits.disk_bytes and len(self._disk) > 1:
             victim = next(iter(self._disk))
             del self._disk[victim]
+            self._pending.pop(victim, None)
             (self.directory / victim).unlink(missing_ok=True)
             self.counters.evictions["disk"] += 1
 
@@ -256,6 +325,9 @@ class TierStore:
         file = _file_name(name)
         if self.directory is None or file not in self._disk:
             return None
+        if (waiting := self._pending.get(file)) is not None:
+            self._disk.move_to_end(file)
+            return waiting[2]
         path = self.directory / file
         try:
             raw = path.read_bytes()

@@ -137,7 +137,8 @@ def test_an_unauthenticated_body_is_not_parsed(keyed: Target) -> None:
     assert keyed.http.get("/v1/prices").status_code == 200  # public
 
 
-LACKING = [("functions", [{"name": "f", "parameters": {}}]), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+LACKING = [("functions", [{"name": "f", "parameters": {}}]),
+           ("tools", [{"type": "function", "function": {"name": "f"}}]),
            ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
            ("prediction", {"type": "content", "content": "x"})]
 

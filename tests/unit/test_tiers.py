@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,7 @@ def test_expiry_and_extend(tmp_path: Path) -> None:
     tiers.put("s", entry(1, ttl=10))
     tiers.put("c", entry(2, ttl=10, durable=True))
     tiers.extend("c", 1000.0 + 100)
+    tiers.flush()
     clock.now += 50
     assert tiers.get("s") is None
     got = tiers.get("c")
@@ -67,7 +70,9 @@ def test_expiry_and_extend(tmp_path: Path) -> None:
 
 def test_durable_entries_survive_a_restart(tmp_path: Path) -> None:
     clock = Clock()
-    store(tmp_path, clock).put("cache:1", entry(7, durable=True))
+    first = store(tmp_path, clock)
+    first.put("cache:1", entry(7, durable=True))
+    first.close()
     reopened = store(tmp_path, clock)
     got = reopened.get("cache:1")
     assert got == (StoredKV(entry(7).tokens, entry(7).data, entry(7).expires_at, durable=True), "disk")
@@ -77,6 +82,7 @@ def test_durable_entries_survive_a_restart(tmp_path: Path) -> None:
 def test_drop_removes_the_file(tmp_path: Path) -> None:
     tiers = store(tmp_path, Clock())
     tiers.put("x", entry(1, durable=True))
+    tiers.flush()
     assert len(list(tmp_path.glob("*.kv"))) == 1
     tiers.drop("x")
     assert "x" not in tiers and not list(tmp_path.glob("*.kv"))
@@ -85,7 +91,9 @@ def test_drop_removes_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "foreign", "garbage"])
 def test_bad_files_are_dropped_never_loaded(tmp_path: Path, damage: str) -> None:
     clock = Clock()
-    store(tmp_path, clock).put("cache:1", entry(5, durable=True))
+    first = store(tmp_path, clock)
+    first.put("cache:1", entry(5, durable=True))
+    first.close()
     (path,) = tmp_path.glob("*.kv")
     raw = path.read_bytes()
     fingerprint = "m:f16"
@@ -112,3 +120,65 @@ def test_disk_tier_is_bounded(tmp_path: Path) -> None:
     assert tiers.bytes_in("disk") <= 2_600
     assert tiers.counters.evictions["disk"] >= 2
     assert tiers.get("k3") is not None and tiers.get("k0") is None
+
+
+class SlowDisk:
+    """`write_atomically` that waits for `release` before writing: a disk the caller must never wait on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+        import minimill.kv.tiers as tiers_module
+
+        self.release, self.started, self.fail = threading.Event(), threading.Event(), fail
+        real = tiers_module.write_atomically
+
+        def write(path: Path, data: bytes) -> None:
+            self.started.set()
+            assert self.release.wait(10)
+            if self.fail:
+                raise OSError(28, "No space left on device")
+            real(path, data)
+
+        monkeypatch.setattr(tiers_module, "write_atomically", write)
+
+
+def test_writes_never_block_the_caller_and_readers_see_pending_entries(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = SlowDisk(monkeypatch)
+    tiers = store(tmp_path, Clock(), ram=0)
+    started = time.monotonic()
+    tiers.put("cache:1", entry(3, durable=True))  # RAM holds nothing: the entry lives only in the pending write
+    assert time.monotonic() - started < 1 and disk.started.wait(5)
+    assert tiers.get("cache:1") == (entry(3, durable=True), "disk") and not list(tmp_path.glob("*.kv"))
+    assert not tiers.flush(timeout=0.05)  # still waiting on the disk
+    disk.release.set()
+    assert tiers.flush(timeout=5)
+    assert len(list(tmp_path.glob("*.kv"))) == 1
+    tiers.close()
+    reopened = store(tmp_path, Clock(), ram=0)
+    assert reopened.get("cache:1") == (entry(3, durable=True), "disk")
+
+
+def test_an_entry_dropped_while_its_file_is_written_leaves_no_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = SlowDisk(monkeypatch)
+    tiers = store(tmp_path, Clock())
+    tiers.put("x", entry(1, durable=True))
+    assert disk.started.wait(5)
+    tiers.drop("x")
+    disk.release.set()
+    tiers.close()
+    assert "x" not in tiers and not list(tmp_path.glob("*"))
+
+
+def test_a_failing_disk_turns_the_tier_off_and_keeps_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    disk = SlowDisk(monkeypatch, fail=True)
+    disk.release.set()
+    tiers = store(tmp_path, Clock())
+    tiers.put("a", entry(1, durable=True))
+    tiers.put("b", entry(2, durable=True))
+    assert tiers.flush(timeout=5)
+    assert not tiers.disk_enabled and tiers.counters.write_errors >= 1 and tiers.bytes_in("disk") == 0
+    assert tiers.get("a") == (entry(1, durable=True), "ram") and tiers.get("b") is not None
+    assert sum("could not be written" in r.message for r in caplog.records) == 1
+    tiers.close()
