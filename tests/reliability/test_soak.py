@@ -50,12 +50,18 @@ def usage_of(pid: int) -> dict[str, int]:
 
 
 RESETS: list[str] = []  # 503 engine_restarted answers seen (retried); see the note in test_a_soak...
+BUSY: list[str] = []  # 429 answers seen (retried after their Retry-After, as the openai client does)
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
-    """POST, retrying the documented 503 `engine_restarted` (the answer to an engine reset) up to 3 times."""
+    """POST, retrying up to 3 times the documented transient answers: 503 `engine_restarted` (an engine reset)
+    and 429 (overload, after its Retry-After)."""
     for _ in range(3):
         reply = await client.post(path, json=body)
+        if reply.status_code == 429:
+            BUSY.append(reply.text)
+            await asyncio.sleep(min(10.0, float(reply.headers.get("retry-after", "1"))))
+            continue
         if reply.status_code != 503 or reply.json()["error"]["code"] != "engine_restarted":
             return reply
         RESETS.append(reply.json()["error"]["message"])
@@ -69,7 +75,9 @@ def workload_prefix() -> str:
 
 async def w1(client: httpx.AsyncClient, stop: float) -> int:
     prefix = [{"role": "system", "content": workload_prefix()}]
-    cache = (await client.post("/v1/caches", json={"model": MODEL, "messages": prefix, "ttl_seconds": 600})).json()
+    made = await post(client, "/v1/caches", {"model": MODEL, "messages": prefix, "ttl_seconds": 600})
+    assert made.status_code == 200, made.text
+    cache = made.json()
     done = 0
     while done == 0 or time.monotonic() < stop:  # at least once, however slow the cache was to make
         reply = await post(client, "/v1/chat/completions", {
@@ -157,3 +165,4 @@ def test_a_soak_leaves_memory_files_and_threads_flat(server: CliServer) -> None:
     # Known, not yet fixed: under this mix a llama_decode can fail ("positions are not continuous"); the engine
     # resets and answers 503 engine_restarted, as designed. At most a few here; the cause is to be found.
     assert len(RESETS) <= 3, RESETS
+    assert len(BUSY) <= 3, BUSY  # one tenant's mix, well inside the admission limit: a rare refusal at most
