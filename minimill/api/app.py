@@ -10,11 +10,10 @@ from fastapi import FastAPI
 
 from minimill import __version__
 from minimill.api import errors
-from minimill.api.batch_lines import BatchLines
 from minimill.api.door import Door, DoorLimits
 from minimill.api.routes import batches, billing, caches, chat, completions, files, info, tokens
-from minimill.batch.runner import BatchRunner
 from minimill.runtime import Runtime
+from minimill.serving.batch_lines import batch_runner
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -25,8 +24,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runner = BatchRunner(runtime.batches, runtime.files, BatchLines(runtime), runtime.meter, runtime.engines,
-                             runtime.config.batch)
+        runner = batch_runner(runtime)
         app.state.batch_runner = runner
         task = asyncio.create_task(runner.run(), name="batch-runner")
         try:

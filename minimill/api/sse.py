@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from minimill.api.errors import describe
-from minimill.api.schemas import UsageOut
 from minimill.engine.types import ChoiceDelta
 from minimill.errors import MinimillError
+from minimill.serving.errors import describe
+from minimill.serving.schemas import UsageOut
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +22,18 @@ def event(payload: object) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
-    """A streaming HTTP response of already formatted events (no caching, no proxy buffering)."""
-    return StreamingResponse(events, media_type="text/event-stream",
+async def _events(payloads: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    try:
+        async for payload in payloads:
+            yield event(payload)
+    finally:  # the client gone: closing the payloads aborts what produces them
+        await payloads.aclose()  # type: ignore[attr-defined]
+    yield "data: [DONE]\n\n"
+
+
+def event_stream(payloads: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    """A streaming HTTP response of chunk payloads, closed by `[DONE]` (no caching, no proxy buffering)."""
+    return StreamingResponse(_events(payloads), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -36,19 +46,18 @@ def stream_response(items: AsyncIterator[ChoiceDelta | UsageOut],
     Closing the response (client gone) closes `items`, which aborts the engine requests.
     """
 
-    async def body() -> AsyncIterator[str]:
+    async def body() -> AsyncIterator[dict[str, Any]]:
         try:
             async for item in items:
                 if isinstance(item, UsageOut):
                     if include_usage:
-                        yield event({**head, "choices": [], "usage": item.model_dump()})
+                        yield {**head, "choices": [], "usage": item.model_dump()}
                 else:
                     for payload in chunks(item):
-                        yield event(payload)
+                        yield payload
         except MinimillError as exc:  # the 200 has been sent: report in-band, as OpenAI does
-            yield event(describe(exc)[1])
+            yield describe(exc)[1]
         finally:
             await items.aclose()  # type: ignore[attr-defined]
-        yield "data: [DONE]\n\n"
 
     return event_stream(body())

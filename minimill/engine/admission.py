@@ -21,7 +21,7 @@ RATE_SMOOTHING = 0.2  # weight of the newest step in the throughput average
 # Until a full step has been measured (a small model on two cores prefills about this), so that a flood at
 # start-up is bounded too.
 PRIOR_TOKENS_PER_SECOND = 1000.0
-PRIOR_DECODE_TOKENS_PER_SECOND = 20.0  # one sequence's decode rate, until one has finished
+PRIOR_DECODE_STEP_SECONDS = 0.05  # one decode step, until one has been measured
 
 
 def expected_wait(backlog: Mapping[str, int], tenant: str, prompt_tokens: int, tokens_per_second: float) -> float:
@@ -63,12 +63,12 @@ class Admission:
         self._submitted_tokens: Counter[str] = Counter()  # admitted, not yet in the scheduler
         self._submitted_waiting: Counter[str] = Counter()
         self.tokens_per_second: float | None = None  # measured; None until a full step ran
-        self.decode_tokens_per_second: float | None = None  # one sequence's, measured from finished ones
+        self._decode_step: dict[int, float] = {}  # sequences decoding -> seconds of such a step, measured
         self._free_slots = limits.slots
 
     def admit(self, tenant: str, prompt_tokens: int, max_tokens: int = 1) -> None:
         """Count the request in, or raise CapacityExceeded with a Retry-After from the backlog. A slot is
-        taken to be held for `max_tokens` at the measured decode rate (requests ahead are like this one)."""
+        taken to be held for `max_tokens` decode steps of a full engine (requests ahead are like this one)."""
         with self._lock:
             waiting = self._reported_waiting[tenant] + self._submitted_waiting[tenant]
             if waiting >= self.limits.max_waiting:
@@ -81,7 +81,7 @@ class Admission:
             # What it waits for others: its own prefill is not a queue (a long prompt on an idle server is
             # always admitted, or it could never be served).
             wait = expected_wait(backlog, tenant, prompt_tokens, rate) - prompt_tokens / rate
-            service = max_tokens / (self.decode_tokens_per_second or PRIOR_DECODE_TOKENS_PER_SECOND)
+            service = max_tokens * self._full_step_seconds()
             wait += slot_wait(waiting_now, tenant, self._free_slots, self.limits.slots, service)
             if wait > self.limits.max_delay:
                 raise CapacityExceeded(
@@ -109,20 +109,30 @@ class Admission:
             if free_slots is not None:
                 self._free_slots = free_slots
 
-    def observe_decode(self, tokens: int, seconds: float) -> None:
-        """A finished sequence generated `tokens` in `seconds` after its first one."""
-        if tokens < 2 or seconds <= 0:
+    def observe_step(self, tokens: int, seconds: float, full: bool, sequences: int = 0) -> None:
+        """A step computed `tokens` in `seconds` for `sequences` sequences. `full` steps (mostly prefill)
+        measure the prefill rate; the others, how long a decode step of that many sequences takes."""
+        if seconds <= 0:
             return
-        rate = (tokens - 1) / seconds
         with self._lock:
-            previous = self.decode_tokens_per_second
-            self.decode_tokens_per_second = rate if previous is None else previous + RATE_SMOOTHING * (rate - previous)
+            if full:
+                rate = tokens / seconds
+                previous = self.tokens_per_second
+                self.tokens_per_second = rate if previous is None else previous + RATE_SMOOTHING * (rate - previous)
+            elif sequences > 0:
+                previous = self._decode_step.get(sequences)
+                self._decode_step[sequences] = (seconds if previous is None
+                                                else previous + RATE_SMOOTHING * (seconds - previous))
 
-    def observe_step(self, tokens: int, seconds: float, full: bool) -> None:
-        """A step computed `tokens` in `seconds`; only `full` steps (mostly prefill) measure the rate."""
-        if not full or seconds <= 0:
-            return
-        rate = tokens / seconds
-        with self._lock:
-            previous = self.tokens_per_second
-            self.tokens_per_second = rate if previous is None else previous + RATE_SMOOTHING * (rate - previous)
+    def _full_step_seconds(self) -> float:
+        """Seconds of a decode step with every slot busy, which is how the requests ahead will be served:
+        measured at that many sequences, else scaled linearly from the most sequences measured (too long,
+        since a batch costs less per sequence, and so refusing early rather than late), else the prior.
+        A rate measured on an idle engine would admit a burst that then waits far past the limit."""
+        if not self._decode_step:
+            return PRIOR_DECODE_STEP_SECONDS
+        most = max(self._decode_step)
+        slots = max(1, self.limits.slots)
+        if most >= slots:
+            return self._decode_step.get(slots, self._decode_step[most])
+        return self._decode_step[most] * slots / most

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 
 from minimill import errors
-from minimill.engine.engine import EngineStats
 from minimill.engine.llama import LlamaModel
 from minimill.engine.protocol import (
     Abort,
@@ -46,6 +45,7 @@ from minimill.engine.protocol import (
     TierAnswer,
     TierOf,
 )
+from minimill.engine.stats import EngineStats
 from minimill.engine.text import TextOps, chat_template_of
 from minimill.engine.types import ChoiceDelta, GenerationRequest, KVTier, Usage
 from minimill.errors import EngineUnavailable, InvalidRequest, MinimillError

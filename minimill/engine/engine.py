@@ -13,9 +13,8 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from minimill.config import EngineConfig
 from minimill.engine.admission import Admission, AdmissionLimits
@@ -24,16 +23,16 @@ from minimill.engine.llama import (
     LlamaContext,
     LlamaModel,
 )
-from minimill.engine.output import TextStream
+from minimill.engine.output import TextStream, next_text
 from minimill.engine.plan import SampledToken
 from minimill.engine.runner import ChoiceSampler, Runner, StepAborted
-from minimill.engine.scheduler import Scheduler, SchedulerCounters, SchedulerLimits
+from minimill.engine.scheduler import Scheduler, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
+from minimill.engine.stats import EngineStats, StepRecorder, online_backlog
 from minimill.engine.text import TextOps, chat_template_of
 from minimill.engine.types import (
     ChoiceDelta,
-    FinishReason,
     GenerationRequest,
     KVTier,
     NamedKV,
@@ -49,19 +48,6 @@ from minimill.metrics import Metrics
 log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 1.0
 MAX_CONSECUTIVE_FAILURES = 5
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """A snapshot of the engine for /health and metrics."""
-
-    waiting: int
-    running: int
-    retained: int
-    kv_used: int
-    kv_total: int
-    healthy: bool
-    restarts: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -83,10 +69,12 @@ class _Request:
     choices: list[_Choice]
     submitted: float = field(default_factory=time.monotonic)
     first_token: bool = False
-    first_token_at: float = 0.0
     finished: bool = False
     kv_tier: KVTier | None = None
     kept_tokens: int = 0
+    gate: threading.Lock = field(default_factory=threading.Lock)  # `stored` and `held`, across two threads
+    stored: bool = True
+    held: Usage | None = None
 
     @property
     def prompt_to_compute(self) -> int:
@@ -97,6 +85,28 @@ class _Request:
     def send(self, item: ChoiceDelta | Usage | Exception) -> None:
         if not self.loop.is_closed():  # an internal request (a cache rebuild) may outlive its caller's loop
             self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+
+    def hold_until_stored(self) -> Callable[[], None]:
+        """Make the closing Usage wait until a durable entry's file is on disk (a cache is answered only once
+        it would survive a crash); returns what the tier store calls then, from its writer thread."""
+        self.stored = False
+
+        def stored() -> None:
+            with self.gate:
+                self.stored = True
+                held, self.held = self.held, None
+            if held is not None:
+                self.send(held)
+
+        return stored
+
+    def send_usage(self, usage: Usage) -> None:
+        """Send the closing Usage, now or once the durable entry is stored."""
+        with self.gate:
+            if not self.stored:
+                self.held = usage
+                return
+        self.send(usage)
 
 
 class Engine(TextOps):
@@ -131,8 +141,6 @@ class Engine(TextOps):
         self._keys = itertools.count(1)
         self._inbox: queue.SimpleQueue[tuple[str, _Request]] = queue.SimpleQueue()
         self._controls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._kv_bytes_per_cell = 0.0
-        self._live_hits = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._live: dict[int, _Request] = {}  # seq key -> request, loop thread only
@@ -141,9 +149,7 @@ class Engine(TextOps):
         self._healthy = True
         self._failures = 0  # consecutive failed loop iterations
         self._restarts = 0  # times the loop reset the KV and failed what was live
-        self._rate_window: list[tuple[float, int]] = []
-        self._reported = SchedulerCounters()
-        metrics.kv_total.labels(name).set(self.ctx.n_ctx)
+        self._recorder = StepRecorder(name, metrics, self.ctx.n_ctx)
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -192,6 +198,9 @@ class Engine(TextOps):
         Closing the iterator early (client gone) aborts the request and frees its KV.
         """
         self._validate(request)
+        if request.reuse is not None and request.reuse.name not in self.scheduler.pins:
+            # Before anything is held for the request: a cancellation here leaves nothing to undo.
+            await asyncio.to_thread(self.tiers.warm, request.reuse.name)  # a disk read, not on the step thread
         state = self._make_request(request, asyncio.get_running_loop())
         if request.priority == "online":  # batch work waits by design: it is never refused for load
             try:
@@ -313,7 +322,7 @@ class Engine(TextOps):
             return
         if ref.name in self.scheduler.pins:
             state.kv_tier = "live"
-            self._live_hits += 1
+            self._recorder.live_hits += 1
             return
         found = self.tiers.get(ref.name)
         if found is not None:
@@ -350,7 +359,8 @@ class Engine(TextOps):
         finally:
             self._interruptible = False
         self.admission.observe_step(plan.num_tokens, time.monotonic() - started,
-                                    full=plan.num_tokens >= self.config.step_tokens // 2)
+                                    full=plan.num_tokens >= self.config.step_tokens // 2,
+                                    sequences=len(result.sampled))
         advanced = self.scheduler.update(plan, result)
         for key, scores in result.scored:
             if (state := self._live.get(key)) is not None:
@@ -365,28 +375,17 @@ class Engine(TextOps):
         choice = next(c for c in state.choices if c.seq is seq)
         if not state.first_token:
             state.first_token = True
-            state.first_token_at = time.monotonic()
             self._metrics.ttft.labels(self.name).observe(time.monotonic() - state.submitted)
-        params = state.request.params
         token = sampled.token
-        finish: FinishReason | None = None
-        text = ""
         scores, choice.scores = tuple(choice.scores), []
         if seq.max_tokens == 0:  # scoring only: the prompt's logits were the point, the token is not kept
             seq.tokens.pop()
             state.send(ChoiceDelta(index=choice.index, text="", prompt_logprobs=scores, finish_reason="length"))
             self._finish_choice(state, choice)
             return
-        if (not params.ignore_eos and self.model.is_eog(token)) or token in params.stop_token_ids:
-            finish = "stop"
-        else:
-            text = choice.text.push(self.model.piece(token))
-            if choice.text.stopped:
-                finish = "stop"
-            elif seq.num_generated >= seq.max_tokens or len(seq.tokens) >= self.n_ctx:
-                finish = "length"
-        if finish is not None and not choice.text.stopped:
-            text += choice.text.flush()
+        text, finish = next_text(choice.text, token, state.request.params, end_of_generation=self.model.is_eog(token),
+                                 piece=self.model.piece,
+                                 out_of_room=seq.num_generated >= seq.max_tokens or len(seq.tokens) >= self.n_ctx)
         logprobs: tuple[TokenLogprob, ...] = (sampled.logprob,) if sampled.logprob is not None else ()
         state.send(ChoiceDelta(index=choice.index, text=text, token_ids=(token,), logprobs=logprobs,
                                finish_reason=finish, prompt_logprobs=scores))
@@ -395,36 +394,36 @@ class Engine(TextOps):
 
     def _finish_choice(self, state: _Request, choice: _Choice) -> None:
         choice.done = True
-        if state.request.priority == "online":
-            self.admission.observe_decode(choice.seq.num_generated, time.monotonic() - state.first_token_at)
         keep = state.request.keep
         if choice.seq.pin is not None and keep is not None:
             if keep.ttl is not None:
                 choice.seq.pin = Pin(keep.name, time.time() + keep.ttl)
                 state.kept_tokens = choice.seq.num_computed
-            self._save_pinned(choice.seq, keep.durable)
+            self._save_pinned(choice.seq, keep.durable, state.hold_until_stored() if keep.durable else None)
         self.scheduler.finish(choice.seq)
         self._release_choice(choice)
         if all(c.done for c in state.choices):
             state.finished = True
             cached = state.choices[0].seq.cached_tokens
             self._metrics.requests.labels(self.name, "completed").inc()  # counted before the caller can look
-            state.send(Usage(prompt_tokens=len(state.request.prompt_tokens),
+            state.send_usage(Usage(prompt_tokens=len(state.request.prompt_tokens),
                              completion_tokens=sum(c.seq.num_generated for c in state.choices),
                              cached_tokens=cached, kv_tier=state.kv_tier if cached else None,
                              kept_tokens=state.kept_tokens,
                              kept_seconds=keep.ttl if keep is not None and keep.ttl is not None else 0.0))
 
-    def _save_pinned(self, seq: Seq, durable: bool) -> None:
+    def _save_pinned(self, seq: Seq, durable: bool, landed: Callable[[], None] | None = None) -> None:
         """Write a pinned sequence's KV to the RAM tier (and disk if durable) before it is retained,
-        so evicting it later from the live KV loses nothing."""
+        so evicting it later from the live KV loses nothing; `landed` once it is on disk."""
         assert seq.pin is not None and seq.slot is not None
         if seq.num_computed == 0:
+            if landed is not None:
+                landed()
             return
         data = self.runner.save(seq.slot)
-        self._kv_bytes_per_cell = len(data) / seq.num_computed
+        self._recorder.kv_bytes_per_cell = len(data) / seq.num_computed
         self.tiers.put(seq.pin.name, StoredKV(tokens=tuple(seq.tokens[: seq.num_computed]), data=data,
-                                              expires_at=seq.pin.expires_at, durable=durable))
+                                              expires_at=seq.pin.expires_at, durable=durable), landed)
 
     def _release_choice(self, choice: _Choice) -> None:
         self._live.pop(choice.seq.key, None)
@@ -461,63 +460,11 @@ class Engine(TextOps):
             state.send(error)
         self._live.clear()
 
-    def _report_backlog(self) -> None:
-        """Tell admission what online work the scheduler holds, per tenant."""
-        tokens: Counter[str] = Counter()
-        waiting: Counter[str] = Counter()
-        for seq in self.scheduler.waiting:
-            if not seq.batch:
-                tokens[seq.tenant] += max(0, seq.num_prompt - seq.num_computed)
-                waiting[seq.tenant] += 1
-        for seq in self.scheduler.running:
-            if not seq.batch and seq.in_prefill:
-                tokens[seq.tenant] += seq.num_prompt - seq.num_computed
-        online_running = sum(not seq.batch for seq in self.scheduler.running)
-        self.admission.report(tokens, waiting, free_slots=self.config.max_seqs - online_running)
-
     def _record(self, computed: int, sampled: int) -> None:
-        m, name, s = self._metrics, self.name, self.scheduler
-        self._report_backlog()
-        self._waiting = len(s.waiting)
-        m.queue_length.labels(name).set(self._waiting)
-        m.running.labels(name).set(len(s.running))
-        m.retained.labels(name).set(len(s.retained))
-        m.kv_used.labels(name).set(s.cells.used)
-        m.kv_usage.labels(name).set(s.cells.used / self.ctx.n_ctx)
-        m.computed_tokens.labels(name).inc(computed)
-        m.generated_tokens.labels(name).inc(sampled)
-        c, seen = s.counters, self._reported
-        m.prompt_tokens.labels(name).inc(c.prompt_tokens - seen.prompt_tokens)
-        m.cached_tokens.labels(name).inc(c.cached_tokens - seen.cached_tokens)
-        m.preemptions.labels(name).inc(c.preemptions - seen.preemptions)
-        m.evictions.labels(name).inc(c.evictions - seen.evictions)
-        self._reported = replace(c)
-        if c.prompt_tokens:
-            m.prefix_hit_rate.labels(name).set(c.cached_tokens / c.prompt_tokens)
-        self._record_tiers()
-        now = time.monotonic()
-        self._rate_window.append((now, sampled))
-        self._rate_window = [(t, n) for t, n in self._rate_window if now - t <= 5.0]
-        span = now - self._rate_window[0][0]
-        if span > 0:
-            m.tokens_per_second.labels(name).set(sum(n for _, n in self._rate_window) / span)
-
-    def _record_tiers(self) -> None:
-        m, name, t = self._metrics, self.name, self.tiers
-        pinned_cells = sum(self.scheduler.cells.length(slot) for slot in self.scheduler.pins.values())
-        m.tier_bytes.labels(name, "live").set(pinned_cells * self._kv_bytes_per_cell)
-        for tier in ("ram", "disk"):
-            m.tier_bytes.labels(name, tier).set(t.bytes_in(tier))
-            m.tier_hits.labels(name, tier).set(t.counters.hits[tier])
-            m.tier_evictions.labels(name, tier).set(t.counters.evictions[tier])
-        m.tier_misses.labels(name).set(t.counters.misses)
-        hits = {"live": self._live_hits, **t.counters.hits}
-        lookups = sum(hits.values()) + t.counters.misses
-        for tier_name, count in hits.items():
-            m.tier_hit_rate.labels(name, tier_name).set(count / lookups if lookups else 0.0)
-        m.tier_corrupt.labels(name).set(t.counters.corrupt)
-        m.tier_write_errors.labels(name).set(t.counters.write_errors)
-        m.disk_tier_enabled.labels(name).set(1 if t.disk_enabled else 0)
+        self._waiting = len(self.scheduler.waiting)
+        tokens, waiting, online_running = online_backlog(self.scheduler)
+        self.admission.report(tokens, waiting, free_slots=self.config.max_seqs - online_running)
+        self._recorder.record(self.scheduler, self.tiers, computed, sampled)
 
     def close(self) -> None:
         """Stop the loop thread, fail what is still live, and free native memory."""

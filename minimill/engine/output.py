@@ -1,4 +1,5 @@
-"""Turning sampled tokens into text a client may see: incremental UTF-8 and stop strings.
+"""Turning sampled tokens into text a client may see: incremental UTF-8, stop strings, and whether a choice
+has finished.
 
 Pure functions and a small state object per choice; no llama.cpp here.
 """
@@ -6,7 +7,9 @@ Pure functions and a small state object per choice; no llama.cpp here.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from minimill.engine.types import FinishReason, SamplingParams
 
 
 def held_suffix(text: str, stops: Sequence[str]) -> int:
@@ -55,3 +58,24 @@ class TextStream:
         text = self._held + self._decoder.decode(b"", final=True)
         self._held = ""
         return text
+
+
+def next_text(text: TextStream, token: int, params: SamplingParams, *, end_of_generation: bool,
+              piece: Callable[[int], bytes], out_of_room: bool) -> tuple[str, FinishReason | None]:
+    """The text a sampled `token` adds to a choice and whether the choice ends with it: "stop" at an
+    end-of-generation token (unless `ignore_eos`), a stop token id or a stop string; "length" when the choice
+    is `out_of_room` (its max_tokens generated, or the context full). A finished choice releases what
+    `text` held back."""
+    finish: FinishReason | None = None
+    added = ""
+    if (not params.ignore_eos and end_of_generation) or token in params.stop_token_ids:
+        finish = "stop"
+    else:
+        added = text.push(piece(token))
+        if text.stopped:
+            finish = "stop"
+        elif out_of_room:
+            finish = "length"
+    if finish is not None and not text.stopped:
+        added += text.flush()
+    return added, finish

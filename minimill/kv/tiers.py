@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 Tier = Literal["ram", "disk"]
 MAGIC = b"MMKV\x01"
 _LENGTH = struct.Struct("<Q")
+MAX_STAGED = 8  # entries `warm` holds for the step thread at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,10 @@ class TierStore:
         # file name -> (version, name, entry) queued for the writer; readers are served from here until it lands
         self._pending: dict[str, tuple[int, str, StoredKV]] = {}
         self._versions = itertools.count()
+        # Files read ahead by `warm` (off the engine's step thread), valid while no write or drop came between
+        self._staged: OrderedDict[str, StoredKV] = OrderedDict()
+        self._waiters: dict[str, list[tuple[int, Callable[[], None]]]] = {}  # file -> (version, `landed`)
+        self._changes = 0
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._written = threading.Condition(self._lock)
         self._writer: threading.Thread | None = None
@@ -159,15 +164,20 @@ class TierStore:
             return "disk" if _file_name(name) in self._disk else None
 
     # ---- operations ---------------------------------------------------------------------------
-    def put(self, name: str, entry: StoredKV) -> None:
-        """Store `entry` under `name` in RAM (and on disk at once if it is durable)."""
+    def put(self, name: str, entry: StoredKV, landed: Callable[[], None] | None = None) -> None:
+        """Store `entry` under `name` in RAM (and on disk at once if it is durable). `landed` is called once
+        a durable entry's file is on disk, or will never be (the disk failed, the entry was dropped), from
+        the writer thread; at once when there is nothing to write. Never blocks on the disk."""
         with self._lock:
             self._drop_ram(name)
-            if entry.durable:
-                self._write(name, entry)
+            queued = entry.durable and self._write(name, entry)
+            if queued and landed is not None:
+                self._waiters.setdefault(_file_name(name), []).append((self._pending[_file_name(name)][0], landed))
             self._ram[name] = entry
             self._ram_bytes += entry.nbytes
             self._spill()
+        if landed is not None and not queued:
+            landed()
 
     def get(self, name: str) -> tuple[StoredKV, Tier] | None:
         """The live entry and the tier it came from; a disk hit moves up to RAM. None on a miss."""
@@ -189,6 +199,29 @@ class TierStore:
                 self._spill(keep=name)
             self._ram.move_to_end(name)
             return entry, tier
+
+    def warm(self, name: str) -> None:
+        """Read and check `name`'s file now, on the caller's thread, so that the `get` that follows (on the
+        engine's step thread) finds it in memory: disk reads and checksums stay off the step thread. Only a
+        few entries are held so; a write or drop in between makes `get` read the file itself."""
+        file = _file_name(name)
+        with self._lock:
+            if (self.directory is None or name in self._ram or file not in self._disk or file in self._pending
+                    or file in self._staged):
+                return
+            changes = self._changes
+        try:
+            raw = (self.directory / file).read_bytes()
+            os.utime(self.directory / file)  # its place in the LRU order a restart reads back
+        except OSError:
+            return  # `get` meets the same problem and counts it
+        entry = decode_file(raw, self.fingerprint, name)
+        with self._lock:
+            if entry is None or changes != self._changes:
+                return
+            self._staged[file] = entry
+            while len(self._staged) > MAX_STAGED:
+                self._staged.popitem(last=False)
 
     def extend(self, name: str, expires_at: float) -> None:
         """Move an entry's expiry (rewriting its file when it has one)."""
@@ -262,7 +295,10 @@ class TierStore:
             for lost in list(self._pending):  # nothing more is written: what waits is given up
                 self._pending.pop(lost)
                 self._disk.pop(lost, None)
+            for waited in list(self._waiters):
+                self._notify(waited)
             return
+        self._notify(file, version)
         if mine:
             del self._pending[file]
             if file in self._disk:
@@ -275,7 +311,10 @@ class TierStore:
     def _drop(self, name: str) -> None:
         self._drop_ram(name)
         file = _file_name(name)
+        self._changes += 1
+        self._staged.pop(file, None)
         self._pending.pop(file, None)
+        self._notify(file)
         if file in self._disk and self.directory is not None:
             del self._disk[file]
             (self.directory / file).unlink(missing_ok=True)
@@ -301,22 +340,39 @@ class TierStore:
         """Whether entries are still written to disk (a failed write, such as a full disk, turns it off)."""
         return self.directory is not None and not self._disk_off
 
-    def _write(self, name: str, entry: StoredKV) -> None:
-        """Queue `entry`'s file for the writer thread; counted at its RAM size until it is written."""
+    def _write(self, name: str, entry: StoredKV) -> bool:
+        """Queue `entry`'s file for the writer thread (False if there is no disk tier); counted at its RAM
+        size until it is written."""
         if self.directory is None or self._disk_off:
-            return
+            return False
         file = _file_name(name)
+        self._changes += 1
+        self._staged.pop(file, None)
         self._pending[file] = (next(self._versions), name, entry)
         self._disk.pop(file, None)
         self._disk[file] = entry.nbytes
         self._evict_disk()
         self._queue.put(file)
+        return True
+
+    def _notify(self, file: str, version: int | None = None) -> None:
+        """Call the `landed` callbacks of `file` up to `version` (all of them when None)."""
+        waiting = self._waiters.pop(file, [])
+        later = [(v, callback) for v, callback in waiting if version is not None and v > version]
+        if later:
+            self._waiters[file] = later
+        for v, callback in waiting:
+            if version is None or v <= version:
+                callback()
 
     def _evict_disk(self) -> None:
         assert self.directory is not None
         while sum(self._disk.values()) > self.limits.disk_bytes and len(self._disk) > 1:
             victim = next(iter(self._disk))
             del self._disk[victim]
+            self._changes += 1
+            self._staged.pop(victim, None)
+            self._notify(victim)
             self._pending.pop(victim, None)
             (self.directory / victim).unlink(missing_ok=True)
             self.counters.evictions["disk"] += 1
@@ -329,6 +385,9 @@ class TierStore:
             self._disk.move_to_end(file)
             return waiting[2]
         path = self.directory / file
+        if (staged := self._staged.pop(file, None)) is not None:
+            self._disk.move_to_end(file)
+            return staged
         try:
             raw = path.read_bytes()
         except OSError:

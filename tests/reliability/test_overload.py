@@ -72,8 +72,13 @@ def test_flood_is_refused_by_expected_wait_and_the_other_tenant_stays_quick(serv
     for outcome in refused:
         assert outcome.retry_after is not None and int(outcome.retry_after) >= 1
         assert outcome.body["error"]["type"] == "rate_limit_exceeded" and "wait" in outcome.body["error"]["message"]
-    # Not yet asserted: the admitted p99 TTFT under --max-queue-delay at 10x load. The estimate (prefill
-    # backlog plus waves of slot waits) still admits too much of a burst that arrives at once (p99 ~40 s here).
+    # 150 at once is ~19x the 8 slots. Slot waits are judged at a full engine's step time, not at the idle one
+    # the burst arrives at: that admitted ~6 waves here (p99 ~40 s); now two (p99 ~11 s on 2 busy cores, where
+    # the API process's own work on the burst slows the engine's steps beyond the linear estimate). The issue's
+    # p99 < --max-queue-delay is not met for a burst like this one yet; bench/reliability.md has the figures.
+    ttfts = sorted(o.ttft for o in admitted if o.ttft is not None)
+    p99 = ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))]
+    assert p99 < 4 * MAX_DELAY, (p99, len(admitted), ttfts)
     assert len(idle) == 3 and len(loaded) == 3
     # Tenant b is served in turn, not after the flood: well under the flood's own waits.
     assert statistics.median(loaded) < max(4 * statistics.median(idle), 1.5), (idle, loaded)

@@ -18,9 +18,9 @@ def test_expected_wait_counts_other_tenants_only_up_to_ones_own_share() -> None:
 def test_a_flooding_tenant_is_refused_with_a_retry_after_while_another_is_admitted() -> None:
     admission = Admission(AdmissionLimits(max_delay=2.0, max_waiting=1000, slots=64))
     admission.observe_step(500, 1.0, full=True)  # 500 tokens/s
-    admission.observe_step(10, 1.0, full=False)  # a decode step measures nothing
+    admission.observe_step(10, 1.0, full=False)  # a decode step does not measure the prefill rate
     assert admission.tokens_per_second == 500
-    admission.observe_decode(101, 0.1)  # 1,000 tokens/s a sequence: slot waits are negligible here
+    admission.observe_step(64, 0.001, full=False, sequences=64)  # 1 ms a full decode step: slot waits negligible
     for _ in range(6):
         admission.admit("flood", 200)  # up to 1,000 tokens ahead of it: 2 s of waiting for others
     with pytest.raises(CapacityExceeded) as refused:
@@ -59,3 +59,25 @@ def test_a_long_prompt_on_an_idle_server_is_always_admitted() -> None:
     admission.admit("b", 10)  # tenants take turns: b waits for 10 of a's tokens, not for all of them
     with pytest.raises(CapacityExceeded):
         admission.admit("a", 10)  # a's next request waits behind a's own 100,000 tokens
+
+
+def test_a_burst_is_judged_by_a_full_engine_not_by_the_idle_one_it_arrives_at() -> None:
+    admission = Admission(AdmissionLimits(max_delay=4.0, max_waiting=1000, slots=8))
+    admission.observe_step(1, 0.02, full=False, sequences=1)  # measured alone: 20 ms a token
+    admission.report({}, {}, free_slots=8)
+    admitted = 0
+    with pytest.raises(CapacityExceeded):
+        for _ in range(200):
+            admission.admit("a", 10, max_tokens=48)
+            admitted += 1
+    # With 8 busy slots a step is taken as 8 x 20 ms: a wave of 48 tokens lasts 7.7 s > 4 s, so only the
+    # requests that find a free slot get in (an idle-rate estimate, 0.96 s a wave, would admit 4 more waves).
+    assert admitted == 8
+    admission.observe_step(8, 0.04, full=False, sequences=8)  # measured full: 40 ms a step, 1.9 s a wave
+    for _ in range(8):
+        admission.entered("a", 10)
+    admission.report({}, {"a": 0}, free_slots=0)
+    for _ in range(16):
+        admission.admit("a", 10, max_tokens=48)  # two waves ahead: 3.8 s
+    with pytest.raises(CapacityExceeded):
+        admission.admit("a", 10, max_tokens=48)

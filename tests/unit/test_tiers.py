@@ -182,3 +182,43 @@ def test_a_failing_disk_turns_the_tier_off_and_keeps_ram(tmp_path: Path, monkeyp
     assert tiers.get("a") == (entry(1, durable=True), "ram") and tiers.get("b") is not None
     assert sum("could not be written" in r.message for r in caplog.records) == 1
     tiers.close()
+
+
+def test_a_warmed_entry_is_got_without_reading_its_file_and_a_later_write_wins(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    tiers = store(tmp_path, Clock(), ram=0)
+    tiers.put("s", entry(1, durable=True))
+    tiers.put("t", entry(2, durable=True))
+    assert tiers.flush(timeout=5)
+    tiers.warm("s")
+    tiers.warm("t")
+    reads: list[Path] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    assert tiers.get("s") == (entry(1, durable=True), "disk") and not reads  # the step thread reads nothing
+    tiers.put("t", entry(5, durable=True))  # rewritten after it was warmed: the staged copy is stale
+    assert tiers.flush(timeout=5)
+    assert tiers.get("t") == (entry(5, durable=True), "disk") and len(reads) == 1
+    tiers.warm("missing")  # nothing to read: nothing staged, no error
+    assert tiers.get("missing") is None
+    tiers.close()
+
+
+def test_landed_is_called_once_the_file_is_on_disk_or_never_will_be(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    TierStore("fp", None).put("r", entry(1, durable=True), lambda: calls.append("ram only"))
+    assert calls == ["ram only"]  # nothing to write: at once
+    disk = SlowDisk(monkeypatch)
+    tiers = store(tmp_path, Clock())
+    tiers.put("a", entry(1, durable=True), lambda: calls.append("a"))
+    tiers.put("b", entry(2, durable=True), lambda: calls.append("b"))
+    assert disk.started.wait(5) and calls == ["ram only"]  # answered only once it would survive a crash
+    tiers.drop("b")  # it never will be written: its waiter is released
+    assert calls == ["ram only", "b"]
+    disk.release.set()
+    assert tiers.flush(timeout=5) and calls == ["ram only", "b", "a"] and len(list(tmp_path.glob("*.kv"))) == 1
+    disk.fail = True
+    tiers.put("c", entry(3, durable=True), lambda: calls.append("c"))
+    assert tiers.flush(timeout=5) and calls[-1] == "c" and not tiers.disk_enabled  # a failed disk releases it too
+    tiers.close()

@@ -8,7 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.schemas import (
+from minimill.batch.runner import BatchRunner
+from minimill.batch.store import BatchRecord
+from minimill.errors import InvalidRequest, NotFound
+from minimill.runtime import Runtime
+from minimill.serving.schemas import (
     BatchCreateRequest,
     BatchErrorOut,
     BatchErrors,
@@ -19,10 +23,6 @@ from minimill.api.schemas import (
     Page,
     RequestCounts,
 )
-from minimill.batch.runner import BatchRunner
-from minimill.batch.store import BatchRecord
-from minimill.errors import InvalidRequest, NotFound
-from minimill.runtime import Runtime
 
 router = APIRouter()
 

@@ -6,14 +6,21 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from minimill.api import bounds, convert
 from minimill.api.auth import key_in
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.schemas import CacheCreateRequest, CacheDeleted, CacheList, CacheObject, CacheUpdateRequest, UsageOut
 from minimill.engine.client import EngineClient
 from minimill.errors import PermissionDenied
 from minimill.kv.caches import CacheRecord
 from minimill.runtime import Runtime
+from minimill.serving import bounds, convert
+from minimill.serving.schemas import (
+    CacheCreateRequest,
+    CacheDeleted,
+    CacheList,
+    CacheObject,
+    CacheUpdateRequest,
+    UsageOut,
+)
 
 router = APIRouter()
 

@@ -8,14 +8,17 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
-from minimill.api import convert, proxy, routing
-from minimill.api.calls import ChatCall, billed_stream
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.generation import gather, unless_disconnected
-from minimill.api.schemas import ChatCompletion, ChatCompletionRequest
-from minimill.api.sse import stream_response
+from minimill.api.disconnects import unless_disconnected
+from minimill.api.forwarding import forward
+from minimill.api.sse import event_stream, stream_response
 from minimill.engine.types import ChoiceDelta
+from minimill.serving import convert, routing
+from minimill.serving.calls import ChatCall, billed_stream
+from minimill.serving.generation import gather
+from minimill.serving.schemas import ChatCompletion, ChatCompletionRequest
 from minimill.serving.tools import CallStream
 
 router = APIRouter()
@@ -33,10 +36,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
             model = decided.route.cascade[0]  # nothing to check an answer against: stream it as it comes
         else:
             routed = await unless_disconnected(request, lambda: routing.auto_chat(body, runtime, tenant, decided))
-            return Response(status_code=499) if routed is None else routed
+            if routed is None:
+                return Response(status_code=499)
+            return JSONResponse(routed) if isinstance(routed, dict) else event_stream(routed)
     if model in runtime.upstreams:
-        return await proxy.forward(runtime.upstreams[model], "/chat/completions", body, request, runtime, rid=rid,
-                                   tenant=tenant, kind="chat.completion")
+        return await forward(runtime.upstreams[model], "/chat/completions", body, request, runtime, rid=rid,
+                             tenant=tenant, kind="chat.completion")
     # Templates and tokenization grow with the input: off the event loop.
     call = await asyncio.to_thread(ChatCall.prepare, body.model_copy(update={"model": model}), runtime, tenant)
     # A client that leaves while its request waits or prefills frees its place at the next engine step.

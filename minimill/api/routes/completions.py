@@ -9,14 +9,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from minimill.api import convert, proxy
-from minimill.api.calls import CompletionCall, billed_stream
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.generation import gather, unless_disconnected
-from minimill.api.schemas import Completion, CompletionRequest
+from minimill.api.disconnects import unless_disconnected
+from minimill.api.forwarding import forward
 from minimill.api.sse import stream_response
 from minimill.engine.types import ChoiceDelta, TokenLogprob
 from minimill.errors import InvalidRequest
+from minimill.serving import convert
+from minimill.serving.calls import CompletionCall, billed_stream
+from minimill.serving.generation import gather
+from minimill.serving.schemas import Completion, CompletionRequest
 
 router = APIRouter()
 
@@ -31,8 +33,8 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         raise InvalidRequest("model 'auto' routes chat completions only: name a model for /v1/completions",
                              param="model", code="model_not_supported")
     if model in runtime.upstreams:
-        return await proxy.forward(runtime.upstreams[model], "/completions", body, request, runtime, rid=rid,
-                                   tenant=tenant, kind="text_completion")
+        return await forward(runtime.upstreams[model], "/completions", body, request, runtime, rid=rid,
+                             tenant=tenant, kind="text_completion")
     # Templates and tokenization grow with the input: off the event loop.
     call = await asyncio.to_thread(CompletionCall.prepare, body.model_copy(update={"model": model}), runtime, tenant)
     # A client that leaves while its request waits or prefills frees its place at the next engine step.

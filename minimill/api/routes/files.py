@@ -9,9 +9,9 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.schemas import FileDeleted, FileObject, Page
 from minimill.batch.files import FileRecord
 from minimill.errors import InvalidRequest
+from minimill.serving.schemas import FileDeleted, FileObject, Page
 
 router = APIRouter()
 

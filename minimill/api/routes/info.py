@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.schemas import ModelCard, ModelList
 from minimill.errors import NotFound
 from minimill.evals import report
 from minimill.runtime import Runtime
+from minimill.serving.schemas import ModelCard, ModelList
 
 router = APIRouter()
 

@@ -6,10 +6,10 @@ import asyncio
 
 from fastapi import APIRouter
 
-from minimill.api import bounds, convert
 from minimill.api.deps import RuntimeDep, TenantDep
-from minimill.api.schemas import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from minimill.runtime import Runtime
+from minimill.serving import bounds, convert
+from minimill.serving.schemas import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 
 router = APIRouter()
 

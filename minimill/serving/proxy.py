@@ -9,18 +9,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
-
-from minimill.api.convert import usage_out
-from minimill.api.errors import describe
-from minimill.api.generation import unless_disconnected
-from minimill.api.schemas import SamplingFields
-from minimill.api.sse import event, event_stream
 from minimill.engine.types import Usage
 from minimill.errors import MinimillError, UpstreamFailed
 from minimill.router.upstream import Upstream
 from minimill.runtime import Runtime
+from minimill.serving.convert import usage_out
+from minimill.serving.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +53,14 @@ async def answer(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
 
 
 async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: Runtime, *, rid: str, tenant: str,
-                 kind: str, include_usage: bool) -> StreamingResponse:
-    """The upstream's stream, renamed; usage is always asked of the upstream (to bill it) and passed on only
-    when the client asked. Errors before the first event are HTTP errors; later ones are reported in-band."""
+                 kind: str, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    """The upstream's stream of chunks, renamed; usage is always asked of the upstream (to bill it) and passed
+    on only when the client asked. Errors before the first chunk are raised; later ones are an in-band error
+    chunk."""
     events = upstream.stream(path, {**body, "stream": True, "stream_options": {"include_usage": True}})
     first = await anext(events, None)  # refused, timed out or rejected: an HTTP status, not a broken stream
 
-    async def body_events() -> AsyncIterator[str]:
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
         usage, created = None, int(time.time())
         pending = first
         try:
@@ -76,31 +71,19 @@ async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
                 item.update(id=rid, model=upstream.name, usage=None)
                 created = item.get("created", created)
                 if item.get("choices"):
-                    yield event(item)
+                    yield item
                 pending = await anext(events, None)
             if usage is None:  # the answer is out already: bill what is known, and say so
                 log.warning("upstream %s streamed no usage although asked to: request %s billed as 0 tokens",
                             upstream.name, rid)
             billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage or Usage(0, 0, 0))
             if include_usage:
-                yield event({"id": rid, "object": f"{kind}.chunk" if kind == "chat.completion" else kind,
-                             "created": created, "model": upstream.name, "choices": [], "usage": billed})
+                yield {"id": rid, "object": f"{kind}.chunk" if kind == "chat.completion" else kind,
+                       "created": created, "model": upstream.name, "choices": [], "usage": billed}
         except MinimillError as exc:  # the 200 is out: report in-band, as OpenAI does
-            yield event(describe(exc)[1])
+            yield describe(exc)[1]
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-        yield "data: [DONE]\n\n"
 
-    return event_stream(body_events())
+    return chunks()
 
-
-async def forward(upstream: Upstream, path: str, body: SamplingFields, request: Request, runtime: Runtime, *,
-                  rid: str, tenant: str, kind: str) -> Response | dict[str, Any]:
-    """An online request for an upstream model, streamed or whole (499 when the client left first)."""
-    payload = body.model_dump(exclude_unset=True, by_alias=True)
-    if body.stream:
-        include = body.stream_options is not None and body.stream_options.include_usage
-        return await stream(upstream, path, payload, runtime, rid=rid, tenant=tenant, kind=kind, include_usage=include)
-    result = await unless_disconnected(request, lambda: answer(upstream, path, payload, runtime, rid=rid,
-                                                               tenant=tenant, kind=kind))
-    return Response(status_code=499) if result is None else result

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from minimill.api.convert import usage_out
-from minimill.api.schemas import SamplingFields, UsageOut
 from minimill.engine.types import ChoiceDelta, NamedKV, Usage
 from minimill.errors import InvalidRequest
 from minimill.kv.caches import CacheRecord
 from minimill.runtime import Runtime
+from minimill.serving.convert import usage_out
+from minimill.serving.schemas import SamplingFields, UsageOut
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from minimill.api.calls import Call, ChatCall, CompletionCall
-from minimill.api.charging import billed_cached
-from minimill.api.convert import usage_out
-from minimill.api.errors import describe, invalid_body
-from minimill.api.generation import gather, start
-from minimill.api.schemas import ChatCompletionRequest, CompletionRequest
-from minimill.batch.runner import LineResult, PreparedLine
+from minimill.batch.runner import BatchRunner, LineResult, PreparedLine
 from minimill.engine.types import NamedKV
 from minimill.errors import InvalidRequest, MinimillError
 from minimill.runtime import Runtime
+from minimill.serving.calls import Call, ChatCall, CompletionCall
+from minimill.serving.charging import billed_cached
+from minimill.serving.convert import usage_out
+from minimill.serving.errors import describe, invalid_body
+from minimill.serving.generation import gather, start
+from minimill.serving.schemas import ChatCompletionRequest, CompletionRequest
 
 
 class BatchLines:
@@ -57,3 +57,9 @@ class BatchLines:
     def error(self, exc: MinimillError) -> tuple[int, dict[str, Any]]:
         """OpenAI's status and error body for a refused line."""
         return describe(exc)
+
+
+def batch_runner(runtime: Runtime) -> BatchRunner:
+    """The Batch API's runner over `runtime`'s stores, meter and engines, its lines run by `BatchLines`."""
+    return BatchRunner(runtime.batches, runtime.files, BatchLines(runtime), runtime.meter, runtime.engines,
+                       runtime.config.batch)

@@ -7,10 +7,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from minimill.api import bounds, convert
-from minimill.api.charging import AbortBilling, KVUse, aborted_billing, charged, kv_use
-from minimill.api.generation import ChoiceText, start
-from minimill.api.schemas import (
+from minimill.engine.client import EngineClient
+from minimill.engine.types import ChoiceDelta, GenerationRequest, NamedKV, Priority, SamplingParams
+from minimill.errors import InvalidRequest
+from minimill.runtime import Runtime
+from minimill.serving import bounds, convert
+from minimill.serving.charging import AbortBilling, KVUse, aborted_billing, charged, kv_use
+from minimill.serving.generation import ChoiceText, start
+from minimill.serving.schemas import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
@@ -22,10 +26,6 @@ from minimill.api.schemas import (
     ToolCallOut,
     UsageOut,
 )
-from minimill.engine.client import EngineClient
-from minimill.engine.types import ChoiceDelta, GenerationRequest, NamedKV, Priority, SamplingParams
-from minimill.errors import InvalidRequest
-from minimill.runtime import Runtime
 from minimill.serving.tools import ToolUse, calls_grammar
 from minimill.serving.tools import parse as parse_calls
 

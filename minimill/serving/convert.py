@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from minimill.api import bounds
-from minimill.api.schemas import (
+from minimill.config import RequestLimits
+from minimill.engine.client import EngineClient
+from minimill.engine.grammar import GrammarGuard
+from minimill.engine.types import SamplingParams, TokenLogprob, Usage
+from minimill.errors import ContextOverflow, InvalidRequest
+from minimill.models.chat import ChatMessage, ChatTemplate
+from minimill.serving import bounds
+from minimill.serving.schemas import (
     ChatCompletionRequest,
     ChatLogprobs,
     ChatMessageIn,
@@ -21,12 +27,6 @@ from minimill.api.schemas import (
     TopLogprobOut,
     UsageOut,
 )
-from minimill.config import RequestLimits
-from minimill.engine.client import EngineClient
-from minimill.engine.grammar import GrammarGuard
-from minimill.engine.types import SamplingParams, TokenLogprob, Usage
-from minimill.errors import ContextOverflow, InvalidRequest
-from minimill.models.chat import ChatMessage, ChatTemplate
 from minimill.serving.tools import Choice, Function, ToolUse, tool_use
 
 # OpenAI chat fields for features minimill does not have: refused by name rather than silently ignored.

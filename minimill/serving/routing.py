@@ -14,13 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.responses import JSONResponse, StreamingResponse
-
-from minimill.api import proxy
-from minimill.api.calls import ChatCall, billed_stream
-from minimill.api.generation import gather
-from minimill.api.schemas import ChatCompletionRequest
-from minimill.api.sse import event, event_stream
 from minimill.errors import CapacityExceeded, ContextOverflow, InvalidRequest, MinimillError, UpstreamFailed
 from minimill.evals.runner import mean_logprob
 from minimill.evals.suites import ALL as SUITES
@@ -28,6 +21,10 @@ from minimill.router.checks import Verdict, check, validate_grader
 from minimill.router.features import detect_task
 from minimill.router.policy import Route
 from minimill.runtime import Runtime
+from minimill.serving import proxy
+from minimill.serving.calls import ChatCall, billed_stream
+from minimill.serving.generation import gather
+from minimill.serving.schemas import ChatCompletionRequest
 
 
 async def attempt(model: str, body: ChatCompletionRequest, runtime: Runtime, *, rid: str,
@@ -83,10 +80,10 @@ def plan(body: ChatCompletionRequest, runtime: Runtime) -> AutoPlan:
 
 
 async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str,
-                    decided: AutoPlan) -> JSONResponse | StreamingResponse:
+                    decided: AutoPlan) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
     """Run the cascade; the answer carries `router: {task, reason, attempts, total_cost}`. A streamed
-    request gets the chosen answer as one content chunk: it is only known to pass once it is whole (the
-    chat route streams a one-model route token by token instead)."""
+    request gets the chosen answer as chunks of one content delta each: it is only known to pass once it is
+    whole (the chat route streams a one-model route token by token instead)."""
     route, response_format = decided.route, decided.response_format
     task, grader, min_confidence = route.task, decided.grader, decided.min_confidence
     rid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -124,12 +121,10 @@ async def auto_chat(body: ChatCompletionRequest, runtime: Runtime, tenant: str,
                 choice["logprobs"] = None
     reply.update(id=rid, router={"task": task, "reason": route.reason, "cascade": list(route.cascade),
                                  "attempts": attempts, "total_cost": sum(a["cost"] for a in attempts)})
-    if not body.stream:
-        return JSONResponse(reply)
-    return event_stream(_as_stream(reply, body))
+    return _as_stream(reply, body) if body.stream else reply
 
 
-async def _as_stream(reply: dict[str, Any], body: ChatCompletionRequest) -> AsyncIterator[str]:
+async def _as_stream(reply: dict[str, Any], body: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
     head = {"id": reply["id"], "object": "chat.completion.chunk", "created": reply.get("created", int(time.time())),
             "model": reply["model"], "system_fingerprint": reply.get("system_fingerprint")}
     for index, choice in enumerate(reply["choices"]):
@@ -137,8 +132,7 @@ async def _as_stream(reply: dict[str, Any], body: ChatCompletionRequest) -> Asyn
         delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
         if message.get("tool_calls"):
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-        yield event({**head, "choices": [{"index": index, "delta": delta, "logprobs": choice.get("logprobs"),
-                                          "finish_reason": choice.get("finish_reason")}]})
+        yield {**head, "choices": [{"index": index, "delta": delta, "logprobs": choice.get("logprobs"),
+                                    "finish_reason": choice.get("finish_reason")}]}
     if body.stream_options is not None and body.stream_options.include_usage:
-        yield event({**head, "choices": [], "usage": reply["usage"], "router": reply["router"]})
-    yield "data: [DONE]\n\n"
+        yield {**head, "choices": [], "usage": reply["usage"], "router": reply["router"]}

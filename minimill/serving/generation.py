@@ -1,23 +1,18 @@
-"""Running one HTTP request's engine generations: errors before the response, merging, disconnects."""
+"""Running one request's engine generations: errors before any answer starts, merging, gathering."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from starlette.requests import Request
-
-from minimill.api.convert import add_usage
-from minimill.api.schemas import UsageOut
 from minimill.engine.client import EngineClient
 from minimill.engine.types import ChoiceDelta, GenerationRequest, TokenLogprob, Usage
+from minimill.serving.convert import add_usage
+from minimill.serving.schemas import UsageOut
 
-T = TypeVar("T")
 U = TypeVar("U", Usage, UsageOut)
-DISCONNECT_POLL_SECONDS = 0.25
 
 
 @dataclass(slots=True)
@@ -105,24 +100,3 @@ async def gather(stream: AsyncIterator[ChoiceDelta | U], n_choices: int) -> tupl
             choice.finish_reason = item.finish_reason
     assert usage is not None, "a finished stream ends with its usage"
     return choices, usage
-
-
-async def unless_disconnected(request: Request, work: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
-    """Run `work`; if the client goes away first, cancel it (freeing its KV) and return None."""
-    task = asyncio.create_task(work())
-
-    async def watch() -> None:
-        while not await request.is_disconnected():
-            await asyncio.sleep(DISCONNECT_POLL_SECONDS)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return None

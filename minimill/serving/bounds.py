@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from minimill.api.schemas import CompletionRequest, SamplingFields
 from minimill.config import RequestLimits
 from minimill.errors import ContextOverflow, InvalidRequest
+from minimill.serving.schemas import CompletionRequest, SamplingFields
 
 
 def check_sampling(body: SamplingFields, limits: RequestLimits) -> None:
