@@ -112,6 +112,9 @@ class Scheduler:
         self._swap_out: list[Swap] = []
         self._swap_in: list[Swap] = []
         self._loads: list[Load] = []
+        # Slots the plan being made copies from or loads into: their KV must stay as it is until the copies
+        # run (the runner frees slots before it copies), so nothing evicts them this step.
+        self._in_use: set[int] = set()
         self.pins: dict[str, int] = {}  # pinned name -> retained slot holding it
         self._online_seen = float("-inf")  # when an online sequence was last waiting or running
 
@@ -223,8 +226,12 @@ class Scheduler:
         self._releases.clear()
         self._swap_in.clear()
         self._loads.clear()
+        self._in_use.clear()
         assert budget >= 0 and len({item.key for item in items}) == len(items)
-        assert not {item.key for item in plan.items} & {swap.key for swap in plan.swap_out}, "planned, then preempted"
+        # A sequence may be swapped out (a rebalance) and back in (an admission) in one step: the runner saves
+        # every swap-out before it restores any swap-in. Planned and only swapped out would lose its KV.
+        assert {item.key for item in plan.items} & {swap.key for swap in plan.swap_out} <= {
+            swap.key for swap in plan.swap_in}, "planned, then preempted"
         return plan
 
     def _batch_budget(self) -> int:
@@ -274,7 +281,10 @@ class Scheduler:
             if seq.swapped:
                 if not self._resume(seq):
                     break
-                count = min(seq.pending, allowed)
+                # Room was made for its KV and one token: a sequence swapped out mid-prefill may want more.
+                count = min(seq.pending, allowed, self.cells.free)
+                if count <= 0:
+                    continue
                 items.append(self._plan_tokens(seq, count))
                 budget -= count
                 batch_budget -= count if seq.batch else 0
@@ -339,6 +349,7 @@ class Scheduler:
         self.retained[slot] = holder
         self.index.insert(holder.tenant, slot, holder.tokens)
         self.pins[preload.pin.name] = slot
+        self._in_use.add(slot)
         self._loads.append(Load(slot=slot, data=preload.data))
 
     def _best_source(self, seq: Sequence) -> _Source | None:
@@ -370,6 +381,7 @@ class Scheduler:
         seq.num_computed = source.usable
         self._slots[slot] = seq
         if source.holder is not None:
+            self._in_use.add(source.holder)
             copies.append(PrefixCopy(src=source.holder, dst=slot, length=source.usable))
             self.cells.copy_prefix(source.holder, slot, source.usable)
             if source.holder in self.retained:
@@ -398,10 +410,11 @@ class Scheduler:
 
     def _victim(self, any_running: bool, protect: tuple[int, ...] = ()) -> Sequence | None:
         """Whom to preempt: the newest batch sequence; else, if `any_running`, the newest of several."""
-        batch = [s for s in self.running if s.batch and s.slot not in protect]
+        spared = set(protect) | self._in_use  # a sequence copied from this step keeps its KV until the copy
+        batch = [s for s in self.running if s.batch and s.slot not in spared]
         if batch:
             return batch[-1]
-        if any_running and len(self.running) > 1 and self.running[-1].slot not in protect:
+        if any_running and len(self.running) > 1 and self.running[-1].slot not in spared:
             return self.running[-1]
         return None
 
@@ -435,7 +448,7 @@ class Scheduler:
         for pinned_pass in (False, True):
             for slot, seq in self.retained.items():
                 pinned = seq.pin is not None and seq.pin.expires_at > now
-                if pinned != pinned_pass or slot in protect:
+                if pinned != pinned_pass or slot in protect or slot in self._in_use:
                     continue
                 if must_free and not self.cells.cells_freed_by_release(slot):
                     continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from minimill.engine.plan import SampledToken, StepPlan, StepResult
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus, Sequence
@@ -318,3 +320,127 @@ def test_one_tenant_keeps_its_own_order() -> None:
     batch = seq([5], tenant="b")
     batch.batch = True
     assert fair_order([batch, a1], running=[]) == [a1, batch]
+
+
+def changed_before_copies(plan: StepPlan) -> set[int]:
+    """Slots whose KV a plan replaces before its copies run (the runner's order: swap-outs, releases,
+    swap-ins, loads, copies, then the batch): a copy from one of them would copy the wrong KV, or none."""
+    return set(plan.releases) | {swap.slot for swap in plan.swap_in} | {load.slot for load in plan.loads}
+
+
+def test_a_slot_copied_from_in_a_step_is_never_evicted_for_another_sequence_in_that_step() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=2, step_tokens=64))
+    prefix = list(range(40))
+    s.add(seq(prefix, max_tokens=1))
+    step(s)  # retained in one slot; the other is free
+    reusing, other = seq(prefix + [500, 501], max_tokens=1), seq(list(range(900, 930)), max_tokens=1)
+    s.add(reusing)
+    s.add(other)
+    plan = step(s)
+    sources = {copy.src for copy in plan.copies}
+    assert not sources & changed_before_copies(plan), plan
+    assert len({item.slot for item in plan.items}) == len(plan.items)  # one item per llama.cpp sequence
+    if reusing.cached_tokens:  # it copied: its prefix must still be there when the copy runs
+        assert sources
+
+
+def test_a_loaded_prefix_is_not_evicted_in_the_step_that_loads_it() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=2, step_tokens=64))
+    tokens = list(range(30))
+    named = seq(tokens + [77], max_tokens=1)
+    named.preload = Preload(pin=Pin("cache:x", 1e18), namespace="", tokens=tuple(tokens), data=b"kv")
+    s.add(named)
+    s.add(seq(list(range(900, 930)), max_tokens=1))
+    plan = step(s)
+    loaded = {load.slot for load in plan.loads}
+    assert not loaded & set(plan.releases), plan
+    assert not loaded & {item.slot for item in plan.items if item.key != named.key}, plan
+
+
+def test_a_running_batch_sequence_copied_from_is_not_preempted_in_that_step() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=2, step_tokens=64, batch_max_seqs=2))
+    prefix = list(range(40))
+    donor = seq(prefix + [1], max_tokens=50)
+    donor.batch = True
+    s.add(donor)
+    step(s)  # the batch sequence has its prompt computed and decodes on
+    reusing, other = seq(prefix + [500, 501], max_tokens=1), seq(list(range(900, 930)), max_tokens=1)
+    s.add(reusing)
+    s.add(other)
+    plan = step(s)
+    sources = {copy.src for copy in plan.copies}
+    assert not sources & ({swap.slot for swap in plan.swap_out} | changed_before_copies(plan)), plan
+
+
+def apply(plan: StepPlan, kv: dict[int, list[int]], saved: dict[int, list[int]], owners: dict[int, Sequence]) -> None:
+    """Run `plan` on a model of llama.cpp's KV (each slot's tokens by position), in the runner's order, and
+    check that every item extends exactly its own sequence's tokens: the oracle for plans."""
+    for swap in plan.swap_out:
+        saved[swap.key] = list(kv.get(swap.slot, []))
+    for slot in plan.releases:
+        kv.pop(slot, None)
+    for swap in plan.swap_in:
+        assert not kv.get(swap.slot), f"swap into a non-empty slot {swap.slot}"
+        kv[swap.slot] = saved.pop(swap.key)
+    for load in plan.loads:
+        assert not kv.get(load.slot), f"load into a non-empty slot {load.slot}"
+        kv[load.slot] = [int(t) for t in load.data.decode().split(",")]
+    for copy in plan.copies:
+        assert not kv.get(copy.dst), f"copy into a non-empty slot {copy.dst}"
+        kv[copy.dst] = list(kv.get(copy.src, [])[: copy.length])
+        assert len(kv[copy.dst]) == copy.length, f"copy of {copy.length} from slot {copy.src} found less"
+    assert len({item.slot for item in plan.items}) == len(plan.items)
+    for item in plan.items:
+        mine = owners[item.key]
+        assert kv.get(item.slot, []) == mine.tokens[: item.start], f"item {item} computes on another's KV"
+        kv[item.slot] = kv.get(item.slot, [])[: item.start] + list(item.tokens)
+
+
+@pytest.mark.parametrize(("seed", "kv_cells", "max_seqs", "step_tokens", "retain_cells"), [
+    (7, 400, 4, 48, 200), (1, 400, 4, 48, 200), (2, 200, 2, 16, 0), (3, 120, 8, 16, 100), (4, 120, 8, 48, 200),
+    (5, 200, 3, 48, 100), (31, 120, 8, 16, 100), (6, 400, 8, 16, 0),
+])
+def test_random_traffic_always_computes_on_its_own_kv(seed: int, kv_cells: int, max_seqs: int, step_tokens: int,
+                                                      retain_cells: int) -> None:
+    """Online and batch requests sharing prefixes, named prefixes from colder tiers, aborts, drops, under
+    tight cells and slots: every step's plan, run on a model of the KV, computes each sequence on its own
+    tokens (a plan that copied from a slot it freed, or preempted what it planned, fails here)."""
+    import random
+
+    rng = random.Random(seed)
+    s = Scheduler(SchedulerLimits(kv_cells=kv_cells, max_seqs=max_seqs, step_tokens=step_tokens,
+                                  retain_cells=retain_cells, batch_max_seqs=2))
+    kv: dict[int, list[int]] = {}
+    saved: dict[int, list[int]] = {}
+    owners: dict[int, Sequence] = {}
+    prefixes = [list(range(100 * p, 100 * p + 30)) for p in range(3)]
+    for _ in range(400):
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            tokens = rng.choice(prefixes)[: rng.randrange(5, 31)] + [rng.randrange(1000, 2000) for _ in range(3)]
+            new = seq(tokens, max_tokens=rng.randrange(1, 12), tenant=rng.choice(("a", "b")))
+            new.batch = rng.random() < 0.3
+            if rng.random() < 0.15:  # a named prefix arriving from a colder tier (some of them expired)
+                cached = tuple(rng.choice(prefixes)[:20])
+                new.tokens = list(cached) + new.tokens[-3:]
+                new.num_prompt = len(new.tokens)
+                new.preload = Preload(pin=Pin(f"cache:{rng.randrange(5)}", 1e18 if rng.random() < 0.8 else 0.0),
+                                      namespace=new.tenant, tokens=cached, data=",".join(map(str, cached)).encode())
+            owners[new.key] = new
+            s.add(new)
+        if s.running and rng.random() < 0.05:
+            s.abort(rng.choice(s.running))
+        if s.waiting and rng.random() < 0.03:
+            s.abort(rng.choice(list(s.waiting)))
+        if rng.random() < 0.02:
+            s.drop_retained()
+        if not s.has_work:
+            continue
+        plan = s.schedule()
+        apply(plan, kv, saved, owners)
+        result = StepResult(tuple(SampledToken(key=i.key, token=rng.randrange(3000, 4000))
+                                  for i in plan.items if i.sample))
+        for advanced in s.update(plan, result):
+            if advanced.num_generated >= advanced.max_tokens:
+                s.finish(advanced)
+        s.check()
+    assert s.counters.cached_tokens > 0 and s.counters.preemptions > 0  # the paths under test were taken
