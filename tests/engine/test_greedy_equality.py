@@ -72,3 +72,34 @@ def test_reused_prefix_gives_the_same_output_and_exact_cached_tokens(model: Llam
     assert reused.usage.cached_tokens == shared > 50
     assert cold.usage.cached_tokens == 0
     assert reused.tokens[0] == cold.tokens[0]
+
+
+def test_reuse_under_slot_pressure_gives_what_each_prompt_gives_alone(model: LlamaModel) -> None:
+    """Two slots, finished prefixes kept: requests that copy a kept prefix arrive together with requests that
+    need its slot. Each answer must be the one its prompt gets on an engine that reuses nothing."""
+    system = "You are a careful assistant who answers in one short sentence. " * 4
+    questions = QUESTIONS[:7]
+    crowded = make_engine(model, max_seqs=2, kv_size=2048)
+    plain = make_engine(model, retain_cells=0)
+    try:
+        def prompt(engine: Engine, q: str, shared: bool) -> list[int]:
+            messages = [{"role": "system", "content": system}] if shared else []
+            return engine.chat_tokens([*messages, {"role": "user", "content": q}])
+
+        # The first leaves the shared prefix kept; then each pair is one that copies it and one that does not.
+        asked = [prompt(crowded, q, shared=k == 0 or k % 2 == 1) for k, q in enumerate(questions)]
+
+        async def waves() -> list:
+            out = [await collect(crowded, asked[0], max_tokens=8, temperature=0)]
+            for k in range(1, len(asked), 2):  # a reuser and a newcomer at once, both wanting a slot
+                out += await asyncio.gather(*(collect(crowded, p, max_tokens=8, temperature=0)
+                                              for p in asked[k:k + 2]))
+            return out
+
+        got = asyncio.run(waves())
+        alone = [asyncio.run(collect(plain, p, max_tokens=8, temperature=0)) for p in asked]
+    finally:
+        crowded.close()
+        plain.close()
+    assert sum(o.usage.cached_tokens for o in got) > 0  # prefixes were reused
+    assert [o.tokens[0] for o in got] == [o.tokens[0] for o in alone]
