@@ -40,12 +40,13 @@ def schema(json_schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "x", "schema": json_schema}}
 
 
-def nested_schema(depth: int) -> dict[str, Any]:
-    """An array of arrays ... of strings, `depth` deep."""
-    inner: dict[str, Any] = {"type": "string"}
-    for _ in range(depth):
-        inner = {"type": "array", "items": inner}
-    return inner
+def nested_schema_body(depth: int) -> bytes:
+    """A chat body whose response_format is an array of arrays ... of strings, `depth` deep (written as text:
+    Python's json module cannot encode it that deep)."""
+    inner = '{"type":"array","items":' * depth + '{"type":"string"}' + "}" * depth
+    head = json.dumps(chat())[:-1]
+    return (head + ', "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": '
+            + inner + "}}}").encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,7 @@ CASES = [
          lambda: chat(response_format=schema({"type": "string", "maxLength": 200_000}))),
     Case("json_schema pattern ^\\u0000$ (no token can match)", "/v1/chat/completions",
          lambda: chat(response_format=schema({"type": "string", "pattern": "^\\u0000$"}))),
-    Case("json_schema nested 5,000 deep", "/v1/chat/completions", lambda: chat(response_format=schema(
-        nested_schema(5_000)))),
+    Case("json_schema nested 5,000 deep", "/v1/chat/completions", lambda: nested_schema_body(5_000)),
     Case("completions prompt [999999] with echo", "/v1/completions",
          lambda: {"model": MODEL, "prompt": [999_999], "echo": True, "max_tokens": 1}),
     Case("100,000 one-word messages", "/v1/chat/completions",
