@@ -45,9 +45,8 @@ from minimill.engine.protocol import (
     TierAnswer,
     TierOf,
 )
-from minimill.engine.stats import EngineStats
 from minimill.engine.text import TextOps, chat_template_of
-from minimill.engine.types import ChoiceDelta, GenerationRequest, KVTier, Usage
+from minimill.engine.types import ChoiceDelta, EngineStats, GenerationRequest, KVTier, Usage
 from minimill.errors import EngineUnavailable, InvalidRequest, MinimillError
 from minimill.metrics import Metrics
 
@@ -133,9 +132,7 @@ class EngineClient(TextOps):
         if snap is None:
             total = child.ready.kv_total if child is not None else 0
             return EngineStats(0, 0, 0, 0, total, healthy=alive, restarts=self._restarts)
-        return EngineStats(waiting=snap.waiting, running=snap.running, retained=snap.retained, kv_used=snap.kv_used,
-                           kv_total=snap.kv_total, healthy=alive and snap.healthy,
-                           restarts=self._restarts + snap.restarts)
+        return replace(snap.stats, healthy=alive and snap.stats.healthy, restarts=self._restarts + snap.stats.restarts)
 
     def metrics_text(self) -> bytes:
         """The engine process's Prometheus exposition, as last reported."""

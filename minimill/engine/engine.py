@@ -29,10 +29,11 @@ from minimill.engine.runner import ChoiceSampler, Runner, StepAborted
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
-from minimill.engine.stats import EngineStats, StepRecorder, online_backlog
+from minimill.engine.stats import StepRecorder, online_backlog
 from minimill.engine.text import TextOps, chat_template_of
 from minimill.engine.types import (
     ChoiceDelta,
+    EngineStats,
     GenerationRequest,
     KVTier,
     NamedKV,

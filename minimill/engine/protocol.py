@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minimill.config import EngineConfig
-from minimill.engine.types import ChoiceDelta, GenerationRequest, KVTier, Usage
+from minimill.engine.types import ChoiceDelta, EngineStats, GenerationRequest, KVTier, Usage
 from minimill.kv.tiers import TierLimits
 
 
@@ -118,13 +118,7 @@ class Aborted:
 class Snapshot:
     """The engine's load and its Prometheus metrics, pushed a few times a second."""
 
-    waiting: int
-    running: int
-    retained: int
-    kv_used: int
-    kv_total: int
-    healthy: bool
-    restarts: int
+    stats: EngineStats
     metrics: bytes
 
 

@@ -1,30 +1,17 @@
-"""What an engine reports: a load snapshot for /health, its Prometheus metrics after each step, and the
-online backlog that admission decides on."""
+"""What an engine reports: its load (`EngineStats`) and Prometheus metrics after each step, and the online
+backlog that admission decides on."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from minimill.engine.scheduler import Scheduler, SchedulerCounters
 from minimill.kv.tiers import TierStore
 from minimill.metrics import Metrics
 
 RATE_WINDOW_SECONDS = 5.0  # tokens/s is averaged over this much of the recent past
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """A snapshot of the engine for /health and metrics."""
-
-    waiting: int
-    running: int
-    retained: int
-    kv_used: int
-    kv_total: int
-    healthy: bool
-    restarts: int = 0
 
 
 def online_backlog(scheduler: Scheduler) -> tuple[Counter[str], Counter[str], int]:

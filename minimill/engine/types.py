@@ -136,3 +136,16 @@ class Usage:
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of the engine for /health and metrics."""
+
+    waiting: int
+    running: int
+    retained: int
+    kv_used: int
+    kv_total: int
+    healthy: bool
+    restarts: int = 0

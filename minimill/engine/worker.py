@@ -138,10 +138,7 @@ class _Worker:
             self.tasks.pop(key, None)
 
     def snapshot(self) -> Snapshot:
-        s = self.engine.stats()
-        return Snapshot(waiting=s.waiting, running=s.running, retained=s.retained, kv_used=s.kv_used,
-                        kv_total=s.kv_total, healthy=s.healthy, restarts=s.restarts,
-                        metrics=generate_latest(self.metrics.registry))
+        return Snapshot(stats=self.engine.stats(), metrics=generate_latest(self.metrics.registry))
 
     async def snapshots(self) -> None:
         while True:
