@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from minimill.errors import CapacityExceeded
@@ -22,6 +22,8 @@ RATE_SMOOTHING = 0.2  # weight of the newest step in the throughput average
 # start-up is bounded too.
 PRIOR_TOKENS_PER_SECOND = 1000.0
 PRIOR_DECODE_STEP_SECONDS = 0.05  # one decode step, until one has been measured
+REUSE_BLOCK_TOKENS = 32  # prompts are remembered in blocks of this many tokens
+REUSE_MEMORY_BLOCKS = 65_536  # blocks remembered at most, all tenants together (least recent forgotten)
 
 
 def expected_wait(backlog: Mapping[str, int], tenant: str, prompt_tokens: int, tokens_per_second: float) -> float:
@@ -40,6 +42,47 @@ def slot_wait(waiting: Mapping[str, int], tenant: str, free_slots: int, slots: i
     ahead = mine + sum(min(count, mine) for other, count in waiting.items() if other != tenant)
     waves = math.ceil(max(0, ahead - free_slots) / max(1, slots))
     return waves * service_seconds
+
+
+class ReuseEstimate:
+    """How many leading tokens of a new prompt recent prompts of the same tenant began with: what automatic
+    prefix reuse is likely to spare it, so a row on a warm 1,500-token prefix is not counted as 1,500 tokens
+    of prefill. Kept apart from the scheduler's radix index (which belongs to the step thread) as chained
+    hashes of whole blocks, bounded, least recent forgotten; an estimate, so a prefix evicted since only
+    makes admission a little optimistic. Not thread-safe: `Admission` holds it under its lock."""
+
+    def __init__(self, block: int = REUSE_BLOCK_TOKENS, capacity: int = REUSE_MEMORY_BLOCKS) -> None:
+        self.block, self.capacity = block, capacity
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def _chain(self, tenant: str, tokens: Sequence[int]) -> list[tuple[str, int]]:
+        keys, previous = [], 0
+        for start in range(0, len(tokens) - self.block + 1, self.block):
+            previous = hash((previous, tuple(tokens[start:start + self.block])))
+            keys.append((tenant, previous))
+        return keys
+
+    def reusable(self, tenant: str, tokens: Sequence[int]) -> int:
+        """Leading tokens of `tokens` (whole blocks, never the last token) seen before for `tenant`."""
+        found = 0
+        for key in self._chain(tenant, tokens):
+            if key not in self._seen:
+                break
+            self._seen.move_to_end(key)
+            found += self.block
+        return min(found, max(0, len(tokens) - 1))
+
+    def remember(self, tenant: str, tokens: Sequence[int]) -> None:
+        """`tokens` will be in the KV soon: later prompts may reuse their blocks."""
+        for key in self._chain(tenant, tokens):
+            self._seen[key] = None
+            self._seen.move_to_end(key)
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget everything (the KV was reset)."""
+        self._seen.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +107,25 @@ class Admission:
         self._submitted_waiting: Counter[str] = Counter()
         self.tokens_per_second: float | None = None  # measured; None until a full step ran
         self._decode_step: dict[int, float] = {}  # sequences decoding -> seconds of such a step, measured
+        self._reuse = ReuseEstimate()
         self._free_slots = limits.slots
+
+    def to_compute(self, tenant: str, prompt: Sequence[int], reused: int = 0) -> int:
+        """Prompt tokens a request is expected to prefill: `prompt` less what it reuses by name (`reused`) or,
+        likely, from recent prompts of its tenant."""
+        with self._lock:
+            likely = self._reuse.reusable(tenant, prompt)
+        return max(1, len(prompt) - max(reused, likely))
+
+    def remember(self, tenant: str, prompt: Sequence[int]) -> None:
+        """An admitted request's prompt: later ones from its tenant may reuse its prefix."""
+        with self._lock:
+            self._reuse.remember(tenant, prompt)
+
+    def forget_prompts(self) -> None:
+        """The KV was reset: no prefix is there to reuse any more."""
+        with self._lock:
+            self._reuse.clear()
 
     def admit(self, tenant: str, prompt_tokens: int, max_tokens: int = 1) -> None:
         """Count the request in, or raise CapacityExceeded with a Retry-After from the backlog. A slot is

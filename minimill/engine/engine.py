@@ -76,12 +76,7 @@ class _Request:
     gate: threading.Lock = field(default_factory=threading.Lock)  # `stored` and `held`, across two threads
     stored: bool = True
     held: Usage | None = None
-
-    @property
-    def prompt_to_compute(self) -> int:
-        """Prompt tokens this request is expected to prefill (a named prefix it reuses is not)."""
-        reused = len(self.request.reuse.tokens) if self.request.reuse is not None else 0
-        return max(1, len(self.request.prompt_tokens) - reused)
+    to_compute: int = 1  # prompt tokens it is expected to prefill (admission's estimate, counted in and out)
 
     def send(self, item: ChoiceDelta | Usage | Exception) -> None:
         if not self.loop.is_closed():  # an internal request (a cache rebuild) may outlive its caller's loop
@@ -203,13 +198,18 @@ class Engine(TextOps):
             # Before anything is held for the request: a cancellation here leaves nothing to undo.
             await asyncio.to_thread(self.tiers.warm, request.reuse.name)  # a disk read, not on the step thread
         state = self._make_request(request, asyncio.get_running_loop())
+        named = len(request.reuse.tokens) if request.reuse is not None else 0
+        state.to_compute = self.admission.to_compute(request.tenant, request.prompt_tokens, reused=named)
+        for choice in state.choices:
+            choice.seq.expected_reuse = len(request.prompt_tokens) - state.to_compute
         if request.priority == "online":  # batch work waits by design: it is never refused for load
             try:
-                self.admission.admit(request.tenant, state.prompt_to_compute, request.params.max_tokens)
+                self.admission.admit(request.tenant, state.to_compute, request.params.max_tokens)
             except CapacityExceeded:
                 for choice in state.choices:
                     self.runner.unregister(choice.seq.key)
                 raise
+        self.admission.remember(request.tenant, request.prompt_tokens)
         self._submit("add", state)
         try:
             while True:
@@ -306,7 +306,7 @@ class Engine(TextOps):
                 return
             if kind == "add":
                 if state.request.priority == "online":
-                    self.admission.entered(state.request.tenant, state.prompt_to_compute)
+                    self.admission.entered(state.request.tenant, state.to_compute)
                 self._find_reused(state)
                 for choice in state.choices:
                     self._live[choice.seq.key] = state
@@ -454,6 +454,7 @@ class Engine(TextOps):
     def _fail_all(self, exc: Exception) -> None:
         self.ctx.clear()
         self.scheduler.reset()
+        self.admission.forget_prompts()
         error = EngineUnavailable(f"the engine failed while decoding ({exc}) and was reset; please retry",
                                   code="engine_restarted")
         for state in {id(s): s for s in self._live.values()}.values():

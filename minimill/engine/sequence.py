@@ -50,6 +50,7 @@ class Sequence:
     max_tokens: int
     num_computed: int = 0
     cached_tokens: int = 0
+    expected_reuse: int = 0  # prompt tokens it will likely copy rather than compute (admission's estimate)
     slot: int | None = None
     status: SeqStatus = SeqStatus.WAITING
     preemptions: int = 0

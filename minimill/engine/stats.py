@@ -15,13 +15,14 @@ RATE_WINDOW_SECONDS = 5.0  # tokens/s is averaged over this much of the recent p
 
 
 def online_backlog(scheduler: Scheduler) -> tuple[Counter[str], Counter[str], int]:
-    """The online work `scheduler` holds: prompt tokens still to compute and waiting requests, per tenant, and
-    how many online sequences run (batch work is not counted: it yields to online requests)."""
+    """The online work `scheduler` holds: prompt tokens still to compute (less the prefix a waiting one will
+    likely copy) and waiting requests, per tenant, and how many online sequences run (batch work is not
+    counted: it yields to online requests)."""
     tokens: Counter[str] = Counter()
     waiting: Counter[str] = Counter()
     for seq in scheduler.waiting:
         if not seq.batch:
-            tokens[seq.tenant] += max(0, seq.num_prompt - seq.num_computed)
+            tokens[seq.tenant] += max(0, seq.num_prompt - max(seq.num_computed, seq.expected_reuse))
             waiting[seq.tenant] += 1
     for seq in scheduler.running:
         if not seq.batch and seq.in_prefill:

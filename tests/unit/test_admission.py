@@ -81,3 +81,30 @@ def test_a_burst_is_judged_by_a_full_engine_not_by_the_idle_one_it_arrives_at() 
         admission.admit("a", 10, max_tokens=48)  # two waves ahead: 3.8 s
     with pytest.raises(CapacityExceeded):
         admission.admit("a", 10, max_tokens=48)
+
+
+def test_rows_on_a_warm_prefix_are_counted_as_their_rows_only() -> None:
+    from minimill.engine.admission import ReuseEstimate
+
+    prefix = list(range(1_600))
+    admission = Admission(AdmissionLimits(max_delay=30.0, max_waiting=1000, slots=8))
+    admission.observe_step(430, 10.0, full=True)  # a 1.5B on two cores: 43 tokens/s of prefill
+    assert admission.to_compute("a", [*prefix, 1, 2]) == 1_602  # nothing seen yet
+    admission.remember("a", [*prefix, 1, 2])
+    assert admission.to_compute("a", [*prefix, 3, 4]) == 2
+    row = [*prefix, 5, 6, 7]
+    assert admission.to_compute("a", row) == len(row) - 1_600  # whole 32-token blocks of the prefix
+    assert admission.to_compute("b", row) == len(row)  # another tenant's prompts are not its prefix
+    assert admission.to_compute("a", row, reused=1_602) == 1  # a named prefix covering it all
+    for n in range(8):  # eight rows in flight: each expects its own ~3 tokens and the others', not 8 x 1,600
+        admission.admit("a", admission.to_compute("a", [*prefix, n]), max_tokens=1)
+    with pytest.raises(CapacityExceeded):  # counted whole, the second row would wait 37 s for the first
+        for _ in range(2):
+            admission.admit("c", 1_602, max_tokens=1)
+    admission.forget_prompts()
+    assert admission.to_compute("a", row) == len(row)
+    small = ReuseEstimate(block=2, capacity=3)
+    small.remember("t", [1, 2, 3, 4, 5, 6, 7, 8])  # four blocks, three kept: the first is forgotten
+    assert small.reusable("t", [1, 2, 3, 4, 9]) == 0
+    small.remember("t", [1, 2, 3, 4])
+    assert small.reusable("t", [1, 2, 3, 4]) == 3  # never the last token: it is computed for its logits
