@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import jsonschema
 import regex
-from jsonschema.exceptions import best_match
-from jsonschema.validators import validator_for
+from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.validators import extend, validator_for
 from referencing import Registry
 from referencing.exceptions import NoSuchResource
 
@@ -80,6 +81,57 @@ def check(text: str, *, response_format: Mapping[str, Any] | None, mean_logprob:
     return Verdict(True)
 
 
+class _Undecided(Exception):
+    """A schema's pattern could not decide in time."""
+
+
+def _search(pattern: str, text: str) -> bool:
+    """`re.search` as JSON Schema means it, with a time limit: a user's pattern may backtrack without end."""
+    try:
+        return regex.search(pattern, text, timeout=REGEX_SECONDS) is not None
+    except TimeoutError:
+        raise _Undecided(pattern) from None
+
+
+def _pattern(validator: Any, pattern: str, instance: object, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _search(pattern, instance):  # type: ignore[arg-type]
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: object,
+                        schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():  # type: ignore[attr-defined]
+            if _search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, allowed: Any, instance: object, schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    known, patterns = schema.get("properties", {}), list(schema.get("patternProperties", {}))
+    extras = sorted(k for k in instance if k not in known  # type: ignore[attr-defined]
+                    and not any(_search(p, k) for p in patterns))
+    if validator.is_type(allowed, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], allowed, path=extra)  # type: ignore[index]
+    elif not allowed and extras:
+        yield ValidationError(f"additional properties are not allowed ({', '.join(map(repr, extras))})")
+
+
+# jsonschema's own keywords run `re.search` unbounded; these three are the ones that search user data.
+_BOUNDED = {"pattern": _pattern, "patternProperties": _pattern_properties,
+            "additionalProperties": _additional_properties}
+
+
+@functools.cache
+def _bounded(cls: Any) -> Any:
+    """`cls` (a draft's validator) with the pattern keywords bounded in time."""
+    return extend(cls, _BOUNDED)
+
+
 def _schema_violation(value: object, schema: Any) -> str | None:
     """How `value` breaks `schema`, or None when it conforms or when the schema cannot be used: bad
     (a `pattern` that is not a regular expression), nested past the recursion limit, or with a `$ref`
@@ -92,7 +144,9 @@ def _schema_violation(value: object, schema: Any) -> str | None:
     cls = validator_for(schema, default) if isinstance(schema.get("$schema"), str) else default
     try:
         cls.check_schema(schema)
-        error = best_match(cls(schema, registry=_LOCAL_ONLY).iter_errors(value))
+        error = best_match(_bounded(cls)(schema, registry=_LOCAL_ONLY).iter_errors(value))
+    except _Undecided as exc:
+        return f"a pattern could not decide in {REGEX_SECONDS:g} s ({str(exc)[:40]!r})"
     except Exception as exc:  # noqa: BLE001 - SchemaError, Unresolvable, RecursionError, and on odd schemas
         # (draft 3's `extends` with a `$ref`) AttributeError and kin from inside jsonschema: all mean unusable.
         log.info("response_format schema not checked: %s", type(exc).__name__)  # not the schema: user data

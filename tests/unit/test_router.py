@@ -342,3 +342,21 @@ def test_a_cascade_dearer_than_the_large_model_alone_is_skipped(tmp_path: Path) 
     router = Router(store_with(tmp_path, [*large, *small]), RoutingConfig(good_enough=0.95), ["small", "large"],
                     prices.__getitem__, published=ResultStore(tmp_path / "none"))
     assert router.route("t").cascade == ("large",)
+
+
+def test_a_schema_pattern_that_backtracks_without_end_is_stopped_not_hung() -> None:
+    import json
+    import time
+
+    evil = "^(a|aa)+$"  # backtracks without end in `re` and `regex` alike on 40 a and one other
+    answer = json.dumps({"name": "a" * 40 + "!", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!": 1})
+    started = time.monotonic()
+    for schema in ({"properties": {"name": {"type": "string", "pattern": evil}}},
+                   {"patternProperties": {evil: {"type": "integer"}}},
+                   {"properties": {"name": {}}, "patternProperties": {evil: {}}, "additionalProperties": False}):
+        assert not schema_check(answer, schema), schema  # undecided in time: the answer does not pass
+    assert time.monotonic() - started < 5  # unbounded, each would take ~fib(40) steps
+    assert schema_check('{"name": "aaa"}', {"properties": {"name": {"pattern": evil}}})
+    assert not schema_check('{"name": "b"}', {"properties": {"name": {"pattern": "^a"}}})
+    assert schema_check('{"x1": 2}', {"patternProperties": {"^x": {"type": "integer"}}, "additionalProperties": False})
+    assert not schema_check('{"y": 2}', {"patternProperties": {"^x": {}}, "additionalProperties": False})
