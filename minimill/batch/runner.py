@@ -97,7 +97,8 @@ def error_line(line: int, custom_id: str | None, problem: LineProblem, status: i
 
 
 class BatchRunner:
-    """Runs every unfinished batch, one after another; `wake` after creating or cancelling one."""
+    """Runs every unfinished batch: each tenant's one after another, different tenants' side by side (the
+    engine's fair scheduler then interleaves their lines); `wake` after creating or cancelling one."""
 
     def __init__(self, store: BatchStore, files: FileStore, executor: LineExecutor, meter: Meter,
                  engines: Mapping[str, EngineClient], limits: BatchLimits,
@@ -110,7 +111,7 @@ class BatchRunner:
         self.limits = limits
         self._now = clock
         self._wake = asyncio.Event()
-        self._active: _Active | None = None
+        self._active: dict[str, _Active] = {}  # batch id -> the batch being run and its workers
 
     def wake(self) -> None:
         """Look for work now."""
@@ -118,26 +119,44 @@ class BatchRunner:
 
     def cancel(self, batch_id: str) -> None:
         """Stop a batch that the store marked cancelling: no new lines; lines in flight are aborted."""
-        active = self._active
-        if active is not None and active.batch_id == batch_id:
+        active = self._active.get(batch_id)
+        if active is not None:
             active.cancelled = True
             for worker in active.workers:
                 worker.cancel()
         self.wake()
 
     async def run(self) -> None:
-        """Forever: take the oldest unfinished batch and carry it as far as it goes."""
-        while True:
-            try:
-                for record in await asyncio.to_thread(self.store.unfinished):
-                    await self._process(record)
-            except LedgerUnavailable:
-                log.warning("batch runner: the ledger database is unavailable; retrying")
-            except Exception:  # one bad batch must not stop the runner; it is retried on the next pass
-                log.exception("batch runner: unexpected error")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            self._wake.clear()
+        """Forever: for each tenant, take its oldest unfinished batch and carry it as far as it goes."""
+        running: dict[str, asyncio.Task[None]] = {}  # tenant -> the task processing its current batch
+        try:
+            while True:
+                try:
+                    for record in await asyncio.to_thread(self.store.unfinished):  # oldest first
+                        if record.tenant not in running:
+                            running[record.tenant] = asyncio.create_task(self._guarded(record))
+                except LedgerUnavailable:
+                    log.warning("batch runner: the ledger database is unavailable; retrying")
+                except Exception:  # the runner itself must not stop; it looks again on the next pass
+                    log.exception("batch runner: unexpected error")
+                with contextlib.suppress(TimeoutError):  # a pass a second at most, as a failing ledger needs
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                self._wake.clear()
+                for tenant in [t for t, task in running.items() if task.done()]:
+                    del running[tenant]
+        finally:
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
+
+    async def _guarded(self, record: BatchRecord) -> None:
+        """`_process`, with what fails logged: one bad batch is retried on a later pass, never fatal."""
+        try:
+            await self._process(record)
+        except LedgerUnavailable:
+            log.warning("batch runner: the ledger database is unavailable; batch %s is retried", record.id)
+        except Exception:
+            log.exception("batch runner: unexpected error in batch %s", record.id)
 
     async def _process(self, record: BatchRecord) -> None:
         record = await asyncio.to_thread(self.store.get, record.id)  # it may have changed while it queued
@@ -145,11 +164,11 @@ class BatchRunner:
         if record.status == "validating":
             record, prepared = await asyncio.to_thread(self._validate, record)
         if record.status == "in_progress" and record.expires_at > self._now():
-            self._active = _Active(record.id)
+            self._active[record.id] = _Active(record.id)
             try:
                 await self._run_lines(record, prepared)
             finally:
-                self._active = None
+                del self._active[record.id]
             record = await asyncio.to_thread(self.store.get, record.id)
         if record.status in ("in_progress", "finalizing", "cancelling"):
             await asyncio.to_thread(self._finalize, record)
@@ -212,8 +231,7 @@ class BatchRunner:
         for group, run in zip(groups, runs, strict=True):
             for number in group.lines:
                 queue.put_nowait((number, run))
-        active = self._active
-        assert active is not None
+        active = self._active[record.id]
 
         async def worker() -> None:
             while not queue.empty() and not active.cancelled and record.expires_at > self._now():

@@ -258,3 +258,23 @@ def test_a_batch_past_its_window_expires_and_its_unrun_lines_say_so(batch_server
     assert [e["custom_id"] for e in errors] == [f"e-{n}" for n in range(12)]
     assert {e["error"]["code"] for e in errors} == {"batch_expired"} and done.output_file_id is None
     assert wait(alice, blocker.id).status == "cancelled"
+
+
+def test_batches_of_two_tenants_make_progress_side_by_side(batch_server: Server) -> None:
+    alice, bob = batch_server.client("alice"), batch_server.client("bob")
+    long = submit(alice, jsonl([chat_line(f"a-{n}", instructions("a long job"), f"row {n}", max_tokens=48,
+                                          ignore_eos=True) for n in range(40)]))
+    deadline = time.monotonic() + 120
+    while alice.batches.retrieve(long.id).request_counts.completed < 1:  # alice's batch is under way
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    short = submit(bob, jsonl([chat_line(f"b-{n}", instructions("a short job"), f"row {n}") for n in range(3)]))
+    done = wait(bob, short.id, timeout=180)
+    behind = alice.batches.retrieve(long.id)
+    try:
+        assert done.status == "completed" and done.request_counts.completed == 3
+        # bob did not queue behind alice's 40 lines: his finished while hers was still running
+        assert behind.status == "in_progress" and behind.request_counts.completed < 40, behind.request_counts
+    finally:
+        alice.batches.cancel(long.id)
+        wait(alice, long.id, until=("cancelled", "completed"), timeout=60)
