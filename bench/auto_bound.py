@@ -10,6 +10,10 @@ Every figure is relative to always-large (quality: mean over suites of the mean 
   `--target` of the large model's on that suite.
 - `oracle router`: one model per item, known in advance (no cascade pays twice): the small one where it is
   right, the large one elsewhere. No router choosing between these two models can do better.
+- `oracle router, every model`: the same over every published model: per item the cheapest one that scores
+  as well as the large one.
+- `..., to 0.95`: the same policies allowed to give up quality down to `--target` of the large model's, the
+  most money saved per quality lost first (greedy): what the issue's goal permits.
 """
 
 from __future__ import annotations
@@ -37,6 +41,58 @@ def load(model: str, seed: int) -> Items:
 def quality(per_suite: dict[str, list[float]]) -> float:
     """Mean over suites of the mean score (every suite weighs the same, as on the scoreboard)."""
     return sum(sum(s) / len(s) for s in per_suite.values()) / len(per_suite)
+
+
+def cheapest_escalations(small: Items, large: Items, target: float, cascade: bool) -> tuple[float, float]:
+    """Quality and cost, relative to always-large, of answering every item with the small model and sending
+    to the large one the items that gain the most quality per dollar, until quality reaches `target`: the
+    items are known in advance. `cascade`: the small model's answer is paid for the sent items too."""
+    suites = sorted(set(small) & set(large))
+    scores = {suite: {i: small[suite][i][0] for i in set(small[suite]) & set(large[suite])} for suite in suites}
+    base = {suite: [large[suite][i][0] for i in items] for suite, items in scores.items()}
+    full = quality(base)
+    cost = sum(small[suite][i][1] for suite, items in scores.items() for i in items)
+    base_cost = sum(large[suite][i][1] for suite, items in scores.items() for i in items)
+    weight = {suite: 1 / (len(suites) * len(items)) for suite, items in scores.items()}
+    moves = [(suite, i, (large[suite][i][0] - small[suite][i][0]) * weight[suite],
+              large[suite][i][1] - (0.0 if cascade else small[suite][i][1]))
+             for suite, items in scores.items() for i in items if large[suite][i][0] > small[suite][i][0]]
+    for suite, i, _gain, extra in sorted(moves, key=lambda m: -m[2] / max(m[3], 1e-12)):
+        if quality({k: list(v.values()) for k, v in scores.items()}) / full >= target:
+            break
+        scores[suite][i], cost = large[suite][i][0], cost + extra
+    return quality({k: list(v.values()) for k, v in scores.items()}) / full, cost / base_cost
+
+
+def every_model_oracle(large: str, seed: int, target: float = 1.0) -> tuple[float, float]:
+    """Quality and cost, relative to always-large, of picking per item the cheapest published model that
+    scores at least as well as `large` on it; with `target` < 1, then giving items up to cheaper models, the
+    most money saved per quality lost first, while quality stays at or above `target` (a greedy knapsack)."""
+    data = {path.name: load(path.name, seed) for path in sorted(PUBLISHED.iterdir()) if path.is_dir()}
+    suites = sorted(set.intersection(*(set(items) for items in data.values())))
+    chosen: dict[str, list[float]] = {}
+    base: dict[str, list[float]] = {}
+    cost = base_cost = 0.0
+    trades: list[tuple[str, int, float, float, float]] = []  # suite, index, money saved, score lost, new score
+    for suite in suites:
+        for item in sorted(set.intersection(*(set(items[suite]) for items in data.values()))):
+            goal, large_cost = data[large][suite][item]
+            price, score = min((items[suite][item][1], items[suite][item][0]) for items in data.values()
+                               if items[suite][item][0] >= goal)
+            chosen.setdefault(suite, []).append(score)
+            base.setdefault(suite, []).append(goal)
+            cost, base_cost = cost + price, base_cost + large_cost
+            cheapest = min((items[suite][item][1], items[suite][item][0]) for items in data.values())
+            if cheapest[0] < price:
+                trades.append((suite, len(chosen[suite]) - 1, price - cheapest[0], score - cheapest[1], cheapest[1]))
+    full = quality(base)
+    weight = {suite: 1 / (len(suites) * len(scores)) for suite, scores in chosen.items()}  # an item's share
+    lost = 0.0
+    for suite, index, saved, loss, score in sorted(trades, key=lambda t: -t[2] / max(t[3] * weight[t[0]], 1e-12)):
+        if (quality(chosen) - loss * weight[suite]) / full < target:
+            continue
+        chosen[suite][index], cost, lost = score, cost - saved, lost + loss * weight[suite]
+    return quality(chosen) / full, cost / base_cost
 
 
 def main() -> None:
@@ -74,6 +130,14 @@ def main() -> None:
         q = quality({k: [s for s, _ in v] for k, v in per.items()})
         c = sum(cost for v in per.values() for _, cost in v)
         print(f"| {name} | {q / base_q:.3f} | {c / base_c:.3f} |")
+    for cascade in (True, False):
+        q, c = cheapest_escalations(small, large, args.target, cascade)
+        name = "oracle cascade" if cascade else "oracle router"
+        print(f"| {name}, only the most valuable items sent up, to {args.target:g} | {q:.3f} | {c:.3f} |")
+    q, c = every_model_oracle(args.large, args.seed)
+    print(f"| oracle router, every model | {q:.3f} | {c:.3f} |")
+    q, c = every_model_oracle(args.large, args.seed, args.target)
+    print(f"| oracle router, every model, down to {args.target:g} of the quality | {q:.3f} | {c:.3f} |")
 
 
 if __name__ == "__main__":
