@@ -81,9 +81,8 @@ class _GroupRun:
 
 @dataclass(slots=True)
 class _Active:
-    """The batch being run now and its workers (cancel stops them)."""
+    """A batch being run (keyed by its id in `BatchRunner._active`) and its workers (cancel stops them)."""
 
-    batch_id: str
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     cancelled: bool = False
 
@@ -164,7 +163,7 @@ class BatchRunner:
         if record.status == "validating":
             record, prepared = await asyncio.to_thread(self._validate, record)
         if record.status == "in_progress" and record.expires_at > self._now():
-            self._active[record.id] = _Active(record.id)
+            self._active[record.id] = _Active()
             try:
                 await self._run_lines(record, prepared)
             finally:

@@ -408,10 +408,10 @@ class Engine(TextOps):
             cached = state.choices[0].seq.cached_tokens
             self._metrics.requests.labels(self.name, "completed").inc()  # counted before the caller can look
             state.send_usage(Usage(prompt_tokens=len(state.request.prompt_tokens),
-                             completion_tokens=sum(c.seq.num_generated for c in state.choices),
-                             cached_tokens=cached, kv_tier=state.kv_tier if cached else None,
-                             kept_tokens=state.kept_tokens,
-                             kept_seconds=keep.ttl if keep is not None and keep.ttl is not None else 0.0))
+                                   completion_tokens=sum(c.seq.num_generated for c in state.choices),
+                                   cached_tokens=cached, kv_tier=state.kv_tier if cached else None,
+                                   kept_tokens=state.kept_tokens,
+                                   kept_seconds=keep.ttl if keep is not None and keep.ttl is not None else 0.0))
 
     def _save_pinned(self, seq: Seq, durable: bool, landed: Callable[[], None] | None = None) -> None:
         """Write a pinned sequence's KV to the RAM tier (and disk if durable) before it is retained,

@@ -170,13 +170,13 @@ class TierStore:
         the writer thread; at once when there is nothing to write. Never blocks on the disk."""
         with self._lock:
             self._drop_ram(name)
-            queued = entry.durable and self._write(name, entry)
-            if queued and landed is not None:
-                self._waiters.setdefault(_file_name(name), []).append((self._pending[_file_name(name)][0], landed))
+            version = self._write(name, entry) if entry.durable else None
+            if version is not None and landed is not None:
+                self._waiters.setdefault(_file_name(name), []).append((version, landed))
             self._ram[name] = entry
             self._ram_bytes += entry.nbytes
             self._spill()
-        if landed is not None and not queued:
+        if landed is not None and version is None:
             landed()
 
     def get(self, name: str) -> tuple[StoredKV, Tier] | None:
@@ -311,10 +311,7 @@ class TierStore:
     def _drop(self, name: str) -> None:
         self._drop_ram(name)
         file = _file_name(name)
-        self._changes += 1
-        self._staged.pop(file, None)
-        self._pending.pop(file, None)
-        self._notify(file)
+        self._forget(file)
         if file in self._disk and self.directory is not None:
             del self._disk[file]
             (self.directory / file).unlink(missing_ok=True)
@@ -340,20 +337,31 @@ class TierStore:
         """Whether entries are still written to disk (a failed write, such as a full disk, turns it off)."""
         return self.directory is not None and not self._disk_off
 
-    def _write(self, name: str, entry: StoredKV) -> bool:
-        """Queue `entry`'s file for the writer thread (False if there is no disk tier); counted at its RAM
-        size until it is written."""
+    def _write(self, name: str, entry: StoredKV) -> int | None:
+        """Queue `entry`'s file for the writer thread; its write's version (None if there is no disk tier).
+        Counted at its RAM size until it is written."""
         if self.directory is None or self._disk_off:
-            return False
+            return None
         file = _file_name(name)
-        self._changes += 1
-        self._staged.pop(file, None)
-        self._pending[file] = (next(self._versions), name, entry)
+        self._unstage(file)
+        version = next(self._versions)
+        self._pending[file] = (version, name, entry)
         self._disk.pop(file, None)
         self._disk[file] = entry.nbytes
         self._evict_disk()
         self._queue.put(file)
-        return True
+        return version
+
+    def _unstage(self, file: str) -> None:
+        """`file` changes: what `warm` read of it, or is reading, is stale."""
+        self._changes += 1
+        self._staged.pop(file, None)
+
+    def _forget(self, file: str) -> None:
+        """`file` goes (dropped or evicted): stale, not to be written, and its waiters released."""
+        self._unstage(file)
+        self._pending.pop(file, None)
+        self._notify(file)
 
     def _notify(self, file: str, version: int | None = None) -> None:
         """Call the `landed` callbacks of `file` up to `version` (all of them when None)."""
@@ -370,10 +378,7 @@ class TierStore:
         while sum(self._disk.values()) > self.limits.disk_bytes and len(self._disk) > 1:
             victim = next(iter(self._disk))
             del self._disk[victim]
-            self._changes += 1
-            self._staged.pop(victim, None)
-            self._notify(victim)
-            self._pending.pop(victim, None)
+            self._forget(victim)
             (self.directory / victim).unlink(missing_ok=True)
             self.counters.evictions["disk"] += 1
 
