@@ -2,7 +2,7 @@
 
     git -C /work/main worktree add --detach /tmp/base 9a75fc4   # the code before the change, once
     python -m bench.peers build                                 # llama-server from the pinned sources, once
-    python -m bench.process_overhead --base /tmp/base --rounds 2 --rows 32
+    python -m bench.process_overhead --base /tmp/base --rounds 3 --rows 32
 
 Three servers, same model file (smollm2-135m), same threads, sized like the other benches
 (`minimill serve --threads 2 --kv-size 16384 --max-seqs 32`; llama-server `-np 8 -c 16384`):
@@ -10,7 +10,8 @@ Three servers, same model file (smollm2-135m), same threads, sized like the othe
   engine in the server process);
 - `new`: `minimill serve` from this tree (engine in a supervised child process);
 - `llama-server`: the peer (bench/peers.py).
-Each round starts every server afresh (fresh --data-dir for minimill), in the order base, new, peer, and runs
+Each round starts every server afresh (fresh --data-dir for minimill), in an order that rotates each round
+(base, new, peer; then new, peer, base; ...) so that no server always runs first on a cooling machine, and runs
 W3 (1 and 8 streams, 128 tokens) and W1 (--rows rows sequential, then 8 concurrent) with bench/client.py, so
 machine noise is spread over all three. Reported per figure: the median over rounds, each minimill's ratio
 to llama-server, new / base, and new / base within each round. JSON: bench/results/process_overhead.json.
@@ -135,7 +136,7 @@ def main() -> None:
     log: list[dict[str, object]] = []
     for i in range(args.rounds):
         results: dict[str, Results] = {}
-        for name in SERVERS:
+        for name in SERVERS[i % len(SERVERS):] + SERVERS[:i % len(SERVERS)]:
             t0, load0 = time.monotonic(), os.getloadavg()[0]
             results[name] = run_one(name, base, args.threads, args.rows)
             log.append({"round": i + 1, "server": name, "seconds": round(time.monotonic() - t0, 1),
