@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from minimill.batch.files import FileStore
 from minimill.batch.grouping import GroupedLine, group_lines
@@ -29,16 +29,18 @@ from minimill.errors import CapacityExceeded, EngineUnavailable, LedgerUnavailab
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5
+# the executor's own handle on what a line runs (serving's Call); this module only carries it
+CallT = TypeVar("CallT")
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedLine:
-    """A line's request as the API layer validated it: the model, its prompts' token ids, and the
+class PreparedLine(Generic[CallT]):
+    """A line's request as the executor validated it: the model, its prompts' token ids, and the
     executor's own handle on what to run."""
 
     model: str
     prompts: tuple[tuple[int, ...], ...]
-    call: Any
+    call: CallT
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +55,21 @@ class LineResult:
     billed_cached: int | None = None
 
 
-class LineExecutor(Protocol):
+class LineExecutor(Protocol[CallT]):
     """Validates and runs one line as the online endpoint does (implemented by the API layer)."""
 
-    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine:
+    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine[CallT]:
         """Validate and tokenize; raises MinimillError for a request the endpoint would refuse."""
 
-    async def execute(self, tenant: str, line: PreparedLine, request_id: str, reuse: NamedKV | None) -> LineResult:
+    async def execute(self, tenant: str, line: PreparedLine[CallT], request_id: str,
+                      reuse: NamedKV | None) -> LineResult:
         """Run it at batch priority, reusing `reuse`'s KV for its prefix; the usage is not billed here."""
 
     def error(self, exc: MinimillError) -> tuple[int, dict[str, Any]]:
         """The HTTP status and OpenAI error body of a refused request."""
 
 
-_Prepared = tuple[InputLine, PreparedLine | None]
+_Prepared = tuple[InputLine, PreparedLine[CallT] | None]
 
 
 @dataclass(slots=True, eq=False)
@@ -95,11 +98,11 @@ def error_line(line: int, custom_id: str | None, problem: LineProblem, status: i
             "error": {"code": problem.code, "message": problem.message, "param": problem.param, "line": line}}
 
 
-class BatchRunner:
+class BatchRunner(Generic[CallT]):
     """Runs every unfinished batch: each tenant's one after another, different tenants' side by side (the
     engine's fair scheduler then interleaves their lines); `wake` after creating or cancelling one."""
 
-    def __init__(self, store: BatchStore, files: FileStore, executor: LineExecutor, meter: Meter,
+    def __init__(self, store: BatchStore, files: FileStore, executor: LineExecutor[CallT], meter: Meter,
                  engines: Mapping[str, EngineClient], limits: BatchLimits,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -182,7 +185,7 @@ class BatchRunner:
         lines, problem = parse_input(raw, record.endpoint, self.limits.max_batch_lines)
         return lines, problem.as_dict() if problem is not None else None
 
-    def _validate(self, record: BatchRecord) -> tuple[BatchRecord, list[_Prepared] | None]:
+    def _validate(self, record: BatchRecord) -> tuple[BatchRecord, list[_Prepared[CallT]] | None]:
         """Whole-file problems fail the batch; each bad line gets its error row; then in_progress.
         Returns the lines as prepared, so that running them does not tokenize them again."""
         lines, problem = self._read(record)
@@ -193,7 +196,7 @@ class BatchRunner:
         self.store.move(record.id, "in_progress", only_from=("validating",), total=len(lines))
         return self.store.get(record.id), prepared
 
-    def _prepare(self, record: BatchRecord, line: InputLine) -> PreparedLine | None:
+    def _prepare(self, record: BatchRecord, line: InputLine) -> PreparedLine[CallT] | None:
         """The line validated as the endpoint would; None (and its error row written) if it cannot run."""
         if line.problem is not None:
             self.store.finish_line(record.id, line.number, line.custom_id, False,
@@ -215,7 +218,7 @@ class BatchRunner:
             return None
 
     # ---- running --------------------------------------------------------------------------------
-    async def _run_lines(self, record: BatchRecord, prepared: list[_Prepared] | None) -> None:
+    async def _run_lines(self, record: BatchRecord, prepared: list[_Prepared[CallT]] | None) -> None:
         """Run the lines without a row yet, grouped by shared prefix, `concurrency` at a time."""
         done = await asyncio.to_thread(self.store.done_lines, record.id)
         if prepared is None:  # resumed (after a restart): read and prepare what is left
@@ -302,7 +305,7 @@ class BatchRunner:
                 log.debug("batch: retrying after %s", type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
 
-    async def _run_line(self, record: BatchRecord, line: InputLine, prepared: PreparedLine,
+    async def _run_line(self, record: BatchRecord, line: InputLine, prepared: PreparedLine[CallT],
                         reuse: NamedKV | None) -> None:
         request_id = f"{record.id}-{line.number}"
 

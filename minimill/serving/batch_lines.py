@@ -27,7 +27,7 @@ class BatchLines:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine:
+    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine[Call]:
         """The body checked by the endpoint's schema and preparation; MinimillError if it would be refused."""
         schema = ChatCompletionRequest if endpoint == "/v1/chat/completions" else CompletionRequest
         try:
@@ -41,9 +41,10 @@ class BatchLines:
                       else CompletionCall.prepare(request, self.runtime, tenant, sessions=False))
         return PreparedLine(call.engine.name, tuple(tuple(p) for p in call.prompts), call)
 
-    async def execute(self, tenant: str, line: PreparedLine, request_id: str, reuse: NamedKV | None) -> LineResult:
+    async def execute(self, tenant: str, line: PreparedLine[Call], request_id: str,
+                      reuse: NamedKV | None) -> LineResult:
         """Run at batch priority; the answer's usage is filled in, its cost is left to the runner."""
-        call: Call = line.call
+        call = line.call
         rid = f"{'chatcmpl' if call.kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}"
         try:
             stream = await start(call.engine, call.requests(rid, tenant, reuse=reuse, priority="batch"))
@@ -59,7 +60,7 @@ class BatchLines:
         return describe(exc)
 
 
-def batch_runner(runtime: Runtime) -> BatchRunner:
+def batch_runner(runtime: Runtime) -> BatchRunner[Call]:
     """The Batch API's runner over `runtime`'s stores, meter and engines, its lines run by `BatchLines`."""
     return BatchRunner(runtime.batches, runtime.files, BatchLines(runtime), runtime.meter, runtime.engines,
                        runtime.config.batch)

@@ -24,12 +24,13 @@ CHAT = "/v1/chat/completions"
 class Executor:
     """Prepares every line, except that one whose content is "boom" hits a bug (not a MinimillError)."""
 
-    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine:
+    def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine[None]:
         if body["messages"][0]["content"] == "boom":
             raise RecursionError("maximum recursion depth exceeded")
         return PreparedLine("m", ((1, 2, 3),), None)
 
-    async def execute(self, tenant: str, line: PreparedLine, request_id: str, reuse: NamedKV | None) -> LineResult:
+    async def execute(self, tenant: str, line: PreparedLine[None], request_id: str,
+                      reuse: NamedKV | None) -> LineResult:
         raise AssertionError("validation runs nothing")
 
     def error(self, exc: MinimillError) -> tuple[int, dict[str, Any]]:

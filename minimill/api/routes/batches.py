@@ -27,8 +27,8 @@ from minimill.serving.schemas import (
 router = APIRouter()
 
 
-def _runner(request: Request) -> BatchRunner:
-    runner: BatchRunner = request.app.state.batch_runner
+def _runner(request: Request) -> BatchRunner[Any]:
+    runner: BatchRunner[Any] = request.app.state.batch_runner
     return runner
 
 
