@@ -54,7 +54,12 @@ def serve(
     kv_type: Annotated[str | None, typer.Option(
         help="KV element type: bf16, f16, q8_0, q4_0 [bf16: greedy output independent of batching].")] = None,
     retain_cells: Annotated[int | None, typer.Option(
-        help="Used KV cells up to which finished sequences are kept as reusable prefixes [4096].")] = None,
+        help="Used KV cells up to which finished sequences stay live as reusable prefixes; past it they move to "
+             "RAM [4096].")] = None,
+    retain_ram: Annotated[bool | None, typer.Option(
+        "--retain-ram/--no-retain-ram",
+        help="Save finished prefixes evicted from the live KV to RAM (within --ram-tier-bytes) and load them "
+             "back when a prompt resends them [on].")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Accepted API key; repeat for several.")] = None,
     admin_key: Annotated[list[str] | None, typer.Option(
         help="API key that may also create shared prompt caches; repeat for several.")] = None,
@@ -63,7 +68,9 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="Where minimill keeps its files [.data].")] = None,
     ledger_url: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL of the ledger, e.g. postgresql+psycopg://... [SQLite in the data dir].")] = None,
-    ram_tier_bytes: Annotated[int | None, typer.Option(help="RAM for pinned KV off the context [2 GiB].")] = None,
+    ram_tier_bytes: Annotated[int | None, typer.Option(
+        help="RAM for KV off the context: pinned caches and sessions first, other finished prefixes in what "
+             "they leave [2 GiB].")] = None,
     disk_tier_bytes: Annotated[int | None, typer.Option(help="Disk for pinned KV [32 GiB].")] = None,
     session_ttl: Annotated[float | None, typer.Option(
         "--session-ttl", help="Seconds a chat session's KV is kept by default [15].")] = None,
@@ -98,6 +105,7 @@ def serve(
         config = build_config(models=model, host=host, port=port, kv_size=kv_size, max_seqs=max_seqs,
                               threads=threads, step_tokens=step_tokens, max_queue=max_queue,
                               max_queue_delay=max_queue_delay, kv_type=kv_type, retain_cells=retain_cells,
+                              retain_ram=retain_ram,
                               api_keys=api_key, admin_keys=admin_key, insecure_no_auth=insecure_no_auth,
                               data_dir=data_dir, ledger_url=ledger_url, ram_tier_bytes=ram_tier_bytes,
                               disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,

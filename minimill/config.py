@@ -36,6 +36,9 @@ class EngineConfig:
     # only to their RAM copy). Attention in a unified KV spans the used cells, so this bounds what
     # retention costs every decode step. 0 keeps nothing live once finished.
     retain_cells: int = 4096
+    # Finished prefixes evicted from the live KV are saved to RAM (in what pinned KV leaves of
+    # `ram_tier_bytes`) and loaded back when a later prompt of the tenant resends them; off: dropped.
+    retain_ram: bool = True
     # Pinned KV (prompt caches, sessions) that leaves the live context goes to RAM, then to disk.
     ram_tier_bytes: int = 2 << 30
     disk_tier_bytes: int = 32 << 30
@@ -264,6 +267,7 @@ class EnvSettings(BaseSettings):
     max_queue_delay: float | None = None
     kv_type: KVType | None = None
     retain_cells: int | None = None
+    retain_ram: bool | None = None
     ram_tier_bytes: int | None = None
     disk_tier_bytes: int | None = None
     batch_step_tokens: int | None = None

@@ -44,6 +44,10 @@ class Metrics:
         self.engine_restarts = Counter("minimill_engine_restarts", "Times an engine loop failed, failed what was "
                                        "live and reset its KV", model, registry=r)
         self.evictions = Counter("minimill_prefix_evictions", "Retained prefixes evicted", model, registry=r)
+        self.decode_steps = Counter("minimill_decode_steps", "Engine steps that decoded tokens", model, registry=r)
+        self.step_kv_cells = Counter("minimill_decode_kv_cells", "KV cells in use at each decoding step, summed: "
+                                     "attention spans them, so / decode_steps is what an average step attends",
+                                     model, registry=r)
         tier = ["model", "tier"]
         # Tier figures are monotonic totals kept by the tier store; exported as gauges set from them.
         self.tier_bytes = Gauge("minimill_kv_tier_bytes", "Bytes of pinned KV per tier (live, ram, disk)",
@@ -64,6 +68,21 @@ class Metrics:
         self.tier_hit_rate = Gauge("minimill_kv_tier_hit_rate",
                                    "Share of named KV lookups served by each tier (live, ram, disk)", tier,
                                    registry=r)
+        # Finished prefixes saved to RAM when they leave the live KV (automatic reuse, no name), totals as gauges.
+        self.saved_prefixes = Gauge("minimill_ram_prefixes", "Finished prefixes held in RAM off the live KV", model,
+                                    registry=r)
+        self.saved_prefix_bytes = Gauge("minimill_ram_prefix_bytes", "Bytes of finished prefixes held in RAM", model,
+                                        registry=r)
+        self.saved_prefix_saves = Gauge("minimill_ram_prefix_saves_total",
+                                        "Finished prefixes saved to RAM on leaving the live KV", model, registry=r)
+        self.saved_prefix_hits = Gauge("minimill_ram_prefix_hits_total",
+                                       "Finished prefixes loaded back from RAM for a prompt", model, registry=r)
+        self.saved_prefix_hit_tokens = Gauge("minimill_ram_prefix_hit_tokens_total",
+                                             "Prompt tokens reused from prefixes loaded back from RAM", model,
+                                             registry=r)
+        self.saved_prefix_evictions = Gauge("minimill_ram_prefix_evictions_total",
+                                            "Finished prefixes dropped from RAM past its byte budget", model,
+                                            registry=r)
         self.requests = Counter("minimill_requests", "Finished requests", ["model", "outcome"], registry=r)
 
     def exposition(self, engine_texts: Iterable[bytes] = ()) -> bytes:

@@ -126,6 +126,7 @@ class Engine(TextOps):
         self.scheduler = Scheduler(SchedulerLimits(kv_cells=self.ctx.n_ctx, max_seqs=config.max_seqs,
                                                    step_tokens=config.step_tokens,
                                                    retain_cells=config.retain_cells,
+                                                   retain_ram_bytes=config.ram_tier_bytes if config.retain_ram else 0,
                                                    batch_step_tokens=config.batch_step_tokens,
                                                    batch_idle_step_tokens=config.batch_idle_step_tokens,
                                                    batch_max_seqs=config.batch_max_seqs))
@@ -325,6 +326,9 @@ class Engine(TextOps):
             state.kv_tier = "live"
             self._recorder.live_hits += 1
             return
+        lapsed = self.tiers.take_lapsed(ref.name)
+        if lapsed is not None:  # past its TTL its KV is an ordinary prefix, found (or not) as any other
+            self.scheduler.ram.adopt(ref.namespace, lapsed.tokens, lapsed.data)
         found = self.tiers.get(ref.name)
         if found is not None:
             entry, state.kv_tier = found
@@ -345,6 +349,8 @@ class Engine(TextOps):
             self.scheduler.add(choice.seq)
 
     def _step(self) -> None:
+        if self.config.retain_ram:  # finished prefixes saved in RAM get what pinned KV leaves of the budget
+            self.scheduler.ram.resize(self.config.ram_tier_bytes - self.tiers.bytes_in("ram"))
         plan = self.scheduler.schedule()
         # A step of batch work only may be cut short by an online request (`_submit`): it then waits for
         # nothing but its own step. The batch tokens are planned again.

@@ -417,6 +417,7 @@ class LlamaContext:
         # An interruptible decode: ggml asks the abort callback between graph nodes. A Python callback
         # would take the GIL a thousand times a step, so the callback is libc's strlen on a 2-byte flag:
         # nonzero (abort) exactly when the flag's first byte is set, with no Python involved.
+        self._stage: ctypes.Array[ctypes.c_uint8] = (ctypes.c_uint8 * 0)()  # reused by `save`
         self._abort_flag = ctypes.create_string_buffer(2)
         strlen = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
         assert strlen is not None
@@ -459,13 +460,14 @@ class LlamaContext:
     def save(self, seq_id: int) -> bytes:
         """Serialise one sequence's KV (positions, cells, K and V) to bytes."""
         size = int(lc.llama_state_seq_get_size(self._ctx, seq_id))
-        buf = (ctypes.c_uint8 * size)()
-        written = int(lc.llama_state_seq_get_data(self._ctx, buf, size, seq_id))
-        return bytes(buf[:written])
+        if len(self._stage) < size:  # grown, never shrunk: its pages stay mapped, so saves fault only once
+            self._stage = (ctypes.c_uint8 * (size + size // 4))()
+        written = int(lc.llama_state_seq_get_data(self._ctx, self._stage, size, seq_id))
+        return ctypes.string_at(self._stage, written)  # one memcpy (slicing would build a list of ints)
 
     def restore(self, seq_id: int, data: bytes) -> None:
         """Load bytes from `save` into the empty sequence `seq_id`, bit for bit."""
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        buf = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))  # the bytes' own buffer, no copy
         if int(lc.llama_state_seq_set_data(self._ctx, buf, len(data), seq_id)) == 0:
             raise RuntimeError(f"llama.cpp could not restore {len(data)} bytes into sequence {seq_id}")
 

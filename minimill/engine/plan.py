@@ -26,13 +26,15 @@ class Swap:
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """Restore serialised KV bytes from a colder tier into the empty llama seq `slot`."""
+    """Restore serialised KV bytes from a colder tier into the empty llama seq `slot`, keeping only its first
+    `keep` positions (None: all)."""
 
     slot: int
     data: bytes
+    keep: int | None = None
 
     def __repr__(self) -> str:
-        return f"Load(slot={self.slot}, bytes={len(self.data)})"
+        return f"Load(slot={self.slot}, bytes={len(self.data)}, keep={self.keep})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,11 @@ class PlanItem:
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """One engine step, done in this order: save `swap_out`, free `releases`, load `swap_in` and
-    `loads`, apply `copies`, then one decode over `items`."""
+    """One engine step, done in this order: save `spills` (finished prefixes leaving the live KV for RAM,
+    each under its RAM key) and `swap_out`, free `releases`, load `swap_in` and `loads`, apply `copies`,
+    then one decode over `items`."""
 
+    spills: tuple[Swap, ...] = ()
     swap_out: tuple[Swap, ...] = ()
     releases: tuple[int, ...] = ()
     swap_in: tuple[Swap, ...] = ()
@@ -71,7 +75,8 @@ class StepPlan:
     @property
     def empty(self) -> bool:
         """Nothing to do at all."""
-        return not (self.swap_out or self.releases or self.swap_in or self.loads or self.copies or self.items)
+        return not (self.spills or self.swap_out or self.releases or self.swap_in or self.loads or self.copies
+                    or self.items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +91,9 @@ class SampledToken:
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """What one decode produced: a token for every item whose `sample` was set, and for items with
-    `targets` the log-probability of each target (by sequence key, in position order)."""
+    `targets` the log-probability of each target (by sequence key, in position order), and the bytes
+    the plan's `spills` saved (by RAM key)."""
 
     sampled: tuple[SampledToken, ...]
     scored: tuple[tuple[int, tuple[TokenLogprob, ...]], ...] = ()
+    spilled: tuple[tuple[int, bytes], ...] = ()

@@ -61,6 +61,7 @@ class Runner:
 
     def execute(self, plan: StepPlan) -> StepResult:
         """Apply swaps, releases and copies, decode all items in one batch, sample where asked."""
+        spilled = tuple((spill.key, self.ctx.save(spill.slot)) for spill in plan.spills)
         for swap in plan.swap_out:
             self.swapped[swap.key] = self.ctx.save(swap.slot)
         for slot in plan.releases:
@@ -69,6 +70,8 @@ class Runner:
             self.ctx.restore(swap.slot, self.swapped.pop(swap.key))
         for load in plan.loads:
             self.ctx.restore(load.slot, load.data)
+            if load.keep is not None:
+                self.ctx.remove(load.slot, load.keep)
         for copy in plan.copies:
             self.ctx.copy_prefix(copy.src, copy.dst, copy.length)
         self.batch.clear()
@@ -91,7 +94,8 @@ class Runner:
             if code != 0:
                 raise DecodeFailed(f"llama_decode returned {code} for {plan.num_tokens} tokens")
         scored = tuple((item.key, self._score(item, first)) for item, first in scoring)
-        return StepResult(sampled=tuple(self._sample(key, row) for key, row in rows), scored=scored)
+        return StepResult(sampled=tuple(self._sample(key, row) for key, row in rows), scored=scored,
+                          spilled=spilled)
 
     def _score(self, item: PlanItem, first: int) -> tuple[TokenLogprob, ...]:
         """Log-probability of each target token at its position (with the top alternatives it asked for)."""

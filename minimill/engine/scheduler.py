@@ -5,7 +5,10 @@ prefill, then new admissions, which start with `num_computed` = the longest usab
 from a live or retained sequence of the same tenant. KV cells are counted with `KVCells`, which
 mirrors llama.cpp's unified cache, so the plan never asks for cells that are not there; when they
 run out, retained prefixes are evicted (LRU) and then the newest running sequence is preempted: its
-KV is swapped out to host memory and swapped back in when there is room.
+KV is swapped out to host memory and swapped back in when there is room. An evicted prefix long enough
+to matter is saved to RAM (`RetainedRam`) instead of dropped, and loaded back into a slot when a later
+prompt of its tenant shares more with it than with anything live: a plain client resending its chat's
+history finds it however many other chats went between.
 Batch sequences (Batch API lines) yield to online ones: they get no tokens in a step where an
 online request waits or prefills, at most `batch_step_tokens` a step while online requests are
 about (`batch_idle_step_tokens` once none has been seen for a while), at most
@@ -28,11 +31,15 @@ from minimill.engine.plan import Load, PlanItem, PrefixCopy, StepPlan, StepResul
 from minimill.engine.sequence import Preload, SeqStatus, Sequence
 from minimill.kv.cells import KVCells
 from minimill.kv.radix import RadixIndex
+from minimill.kv.retained import RetainedRam
 
 # A new request waits for a running prefill instead of recomputing when that prefill will give it
 # at least this many more reusable tokens than it can copy now: waiting costs a step or two,
 # recomputing costs every shared token again.
 MIN_WAIT_GAIN = 1
+# A prefix saved in RAM is loaded back only when it gives at least this many more reusable tokens than the
+# best live prefix: a load takes a slot and a memory copy of the whole prefix.
+MIN_LOAD_GAIN = 16
 # Batch steps stay short until no online request has been seen for this long.
 ONLINE_QUIET_SECONDS = 2.0
 
@@ -45,6 +52,7 @@ class SchedulerLimits:
     max_seqs: int
     step_tokens: int
     retain_cells: int = 4096
+    retain_ram_bytes: int = 0  # evicted prefixes kept in RAM up to this many bytes (0: dropped)
     batch_step_tokens: int = 8
     batch_idle_step_tokens: int = 128
     batch_max_seqs: int | None = None  # None: an eighth of max_seqs
@@ -63,6 +71,8 @@ class SchedulerCounters:
     evictions: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    steps: int = 0  # steps planned with tokens to decode
+    step_cells: int = 0  # used KV cells at each of them, summed: what their attention spanned
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +107,21 @@ class Scheduler:
         self.limits = limits
         self._now = clock
         self.counters = SchedulerCounters()
+        self.ram = RetainedRam(limits.retain_ram_bytes)
         self._clear()
 
     def _clear(self) -> None:
         limits = self.limits
         self.cells = KVCells(limits.kv_cells)
         self.index = RadixIndex()
+        self.ram.clear()
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.retained: OrderedDict[int, Sequence] = OrderedDict()  # slot -> seq, least recent first
         self.free_slots: list[int] = list(range(limits.max_seqs - 1, -1, -1))
         self._slots: dict[int, Sequence] = {}
         self._releases: list[int] = []
+        self._spills: list[Swap] = []
         self._swap_out: list[Swap] = []
         self._swap_in: list[Swap] = []
         self._loads: list[Load] = []
@@ -127,7 +140,9 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """A running sequence is done: keep its KV as a reusable prefix (pinned if it has a pin), or free it."""
         self.running.remove(seq)
-        keep = seq.pin is not None or (self.limits.retain_cells > 0 and not seq.batch)
+        # Kept live, or (past `retain_cells`, even 0) evicted from there to RAM at the next step.
+        keep = seq.pin is not None or (not seq.batch and (self.limits.retain_cells > 0
+                                                          or self.ram.wants(seq.num_computed)))
         if keep and seq.num_computed > 0 and seq.slot is not None:
             seq.status = SeqStatus.RETAINED
             self.retained[seq.slot] = seq
@@ -159,17 +174,26 @@ class Scheduler:
             self._free(holder)
 
     def drop_retained(self) -> None:
-        """Free every finished prefix from the live KV; pinned ones remain in their colder tiers."""
+        """Free every finished prefix from the live KV; pinned ones remain in their colder tiers, others are
+        saved to RAM (when long enough)."""
         while self._evict_one(protect=()):
             pass
 
     def _enforce_retain_cap(self, protect: tuple[int, ...]) -> None:
-        """Attention in a unified KV spans every used cell, so finished sequences stay live only up to
-        the cap: unpinned ones leave first; pinned ones past it move down to RAM (already saved there).
+        """Attention in a unified KV spans every used cell, so the cells finished sequences hold alone stay
+        live only up to the cap: unpinned ones leave first (saved to RAM when long enough); pinned ones past it
+        move down to RAM (already saved there).
         Run after admissions, so a prefix finished last step can still be copied (`protect`: this
         step's copy sources, which are released only after the copy)."""
-        while self.cells.used > self.limits.retain_cells and self._evict_one(protect, must_free=True):
+        while self._retained_only_cells() > self.limits.retain_cells and self._evict_one(protect, must_free=True):
             pass
+
+    def _retained_only_cells(self) -> int:
+        """Cells held by finished prefixes and by no running sequence: what retention adds to every step's
+        attention (cells a running sequence shares cost that step anyway)."""
+        if self.cells.used <= self.limits.retain_cells:  # under the cap whatever the answer: skip the count
+            return self.cells.used
+        return self.cells.used - self.cells.held_by([s.slot for s in self.running if s.slot is not None])
 
     def _expire_pins(self) -> None:
         """An expired pin becomes an ordinary retained prefix (its KV may still be reused)."""
@@ -187,7 +211,15 @@ class Scheduler:
     @property
     def has_work(self) -> bool:
         """Whether a step would do anything."""
-        return bool(self.waiting or self.running or self._releases or self._swap_out or self._loads)
+        return bool(self.waiting or self.running or self._releases or self._spills or self._swap_out
+                    or self._loads) or self._over_retain_cap()
+
+    def _over_retain_cap(self) -> bool:
+        """Finished prefixes hold more than `retain_cells` and one of them can leave: an idle engine trims the
+        live KV (saving to RAM) at once, not in the first step of the next request."""
+        if self._retained_only_cells() <= self.limits.retain_cells:
+            return False
+        return any(self.cells.cells_freed_by_release(slot) for slot in self.retained if slot not in self._in_use)
 
     # ---- planning -----------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
@@ -219,9 +251,13 @@ class Scheduler:
             # Every running prefill is stuck on cells held by younger sequences: free the newest (batch first).
             self._preempt(self._victim(any_running=True) or self.running[-1])
             return self.schedule()
-        plan = StepPlan(swap_out=tuple(self._swap_out), releases=tuple(self._releases),
+        if items:
+            self.counters.steps += 1
+            self.counters.step_cells += self.cells.used
+        plan = StepPlan(spills=tuple(self._spills), swap_out=tuple(self._swap_out), releases=tuple(self._releases),
                         swap_in=tuple(self._swap_in), loads=tuple(self._loads), copies=tuple(copies),
                         items=tuple(items))
+        self._spills.clear()
         self._swap_out.clear()
         self._releases.clear()
         self._swap_in.clear()
@@ -344,13 +380,19 @@ class Scheduler:
         holder = Sequence(key=-1, tenant=preload.namespace, tokens=list(preload.tokens), num_prompt=length,
                           max_tokens=0, num_computed=length, slot=slot, status=SeqStatus.RETAINED,
                           pin=preload.pin)
-        self._slots[slot] = holder
-        self.cells.append(slot, length)
-        self.retained[slot] = holder
-        self.index.insert(holder.tenant, slot, holder.tokens)
+        self._retain_loaded(holder, preload.data)
         self.pins[preload.pin.name] = slot
-        self._in_use.add(slot)
-        self._loads.append(Load(slot=slot, data=preload.data))
+
+    def _retain_loaded(self, holder: Sequence, data: bytes, keep: int | None = None) -> None:
+        """Plan loading `data` (its first `keep` positions) into the holder's fresh slot and index it as a
+        retained prefix, kept this step."""
+        assert holder.slot is not None
+        self._slots[holder.slot] = holder
+        self.cells.append(holder.slot, holder.num_computed)
+        self.retained[holder.slot] = holder
+        self.index.insert(holder.tenant, holder.slot, holder.tokens)
+        self._in_use.add(holder.slot)
+        self._loads.append(Load(slot=holder.slot, data=data, keep=keep))
 
     def _best_source(self, seq: Sequence) -> _Source | None:
         """Longest prefix this sequence can copy now, or None if waiting for a prefill pays more."""
@@ -372,7 +414,34 @@ class Scheduler:
                 promised = max(promised, min(shared, limit))
         if promised - best.usable >= MIN_WAIT_GAIN:
             return None
+        namespaces = [seq.tenant] if seq.shared_namespace is None else [seq.tenant, seq.shared_namespace]
+        saved = self.ram.best(namespaces, seq.tokens)
+        if saved is not None and min(saved[1], limit) - best.usable >= MIN_LOAD_GAIN:
+            loaded = self._load_saved(saved[0], min(saved[1], limit),
+                                      protect=(best.holder,) if best.holder is not None else ())
+            if loaded is not None:
+                return _Source(holder=loaded, usable=min(saved[1], limit))
         return best
+
+    def _load_saved(self, key: int, used: int, protect: tuple[int, ...]) -> int | None:
+        """Bring a prefix saved in RAM back into a fresh slot as a retained prefix; its slot, or None without
+        room (the prompt then copies from `protect`, the best live prefix, kept for it, or recomputes)."""
+        slot = self._take_slot(protect)
+        if slot is None:
+            return None
+        # Only the part the prompt uses is kept: past it the entry holds an answer as the model generated it,
+        # which the resent history (re-tokenized) no longer follows; kept, it would be saved again as a twin.
+        # The whole entry is restored before it is cut, so room is made for all of it.
+        length = len(self.ram.index.tokens_of(key))
+        if not self._make_room(length + len(self.running) + 1, protect=protect, preempt=False):
+            self.free_slots.append(slot)
+            return None
+        entry = self.ram.take(key, used)
+        assert entry.data is not None
+        holder = Sequence(key=-1, tenant=entry.namespace, tokens=list(entry.tokens[:used]), num_prompt=used,
+                          max_tokens=0, num_computed=used, slot=slot, status=SeqStatus.RETAINED)
+        self._retain_loaded(holder, entry.data, keep=used if used < len(entry.tokens) else None)
+        return slot
 
     def _start(self, seq: Sequence, slot: int, source: _Source, copies: list[PrefixCopy]) -> None:
         self.waiting.remove(seq)
@@ -453,13 +522,26 @@ class Scheduler:
                 if must_free and not self.cells.cells_freed_by_release(slot):
                     continue
                 del self.retained[slot]
+                had_pin = seq.pin is not None  # then its bytes are in the tier store already
                 if seq.pin is not None:
                     del self.pins[seq.pin.name]
                     seq.pin = None
                 self._free(seq)
+                if not had_pin:
+                    self._save_to_ram(seq, slot)
                 self.counters.evictions += 1
                 return True
         return False
+
+    def _save_to_ram(self, seq: Sequence, slot: int) -> None:
+        """Plan saving a just-evicted prefix (freed from `slot`, whose KV stays until the runner saved it) to
+        RAM, unless it is short or a live prefix holds all its tokens (that one is saved when it leaves)."""
+        tokens = seq.tokens[: seq.num_computed]
+        if not self.ram.wants(len(tokens)):
+            return
+        if any(shared >= len(tokens) for shared in self.index.match(seq.tenant, tokens).values()):
+            return
+        self._spills.append(Swap(key=self.ram.reserve(seq.tenant, tokens), slot=slot))
 
     def _preempt(self, seq: Sequence) -> None:
         """Save a running sequence's KV to host memory, free its cells and queue it first.
@@ -496,9 +578,13 @@ class Scheduler:
         cells they took are returned and they are planned again. Frees, copies, swaps and loads stand."""
         for item in plan.items:
             self.cells.truncate(item.slot, item.start)
+        for spill in plan.spills:  # the runner's saved bytes were lost with the step
+            self.ram.discard(spill.key)
 
     def update(self, plan: StepPlan, result: StepResult) -> list[Sequence]:
         """Record computed tokens and sampled ones; returns the sequences that got a new token."""
+        for key, data in result.spilled:
+            self.ram.fill(key, data)
         by_key = {s.key: s for s in self.running}
         for item in plan.items:
             seq = by_key.get(item.key)
@@ -526,3 +612,4 @@ class Scheduler:
             assert holder.pin is not None and holder.pin.name == name, "pin index disagrees"
         self.cells.check()
         self.index.check()
+        self.ram.index.check()

@@ -59,6 +59,8 @@ class StepRecorder:
         m.cached_tokens.labels(name).inc(c.cached_tokens - seen.cached_tokens)
         m.preemptions.labels(name).inc(c.preemptions - seen.preemptions)
         m.evictions.labels(name).inc(c.evictions - seen.evictions)
+        m.decode_steps.labels(name).inc(c.steps - seen.steps)
+        m.step_kv_cells.labels(name).inc(c.step_cells - seen.step_cells)
         self._reported = replace(c)
         if c.prompt_tokens:
             m.prefix_hit_rate.labels(name).set(c.cached_tokens / c.prompt_tokens)
@@ -79,6 +81,13 @@ class StepRecorder:
             m.tier_hits.labels(name, tier).set(t.counters.hits[tier])
             m.tier_evictions.labels(name, tier).set(t.counters.evictions[tier])
         m.tier_misses.labels(name).set(t.counters.misses)
+        ram, saved = scheduler.ram, scheduler.ram.counters
+        m.saved_prefixes.labels(name).set(len(ram))
+        m.saved_prefix_bytes.labels(name).set(ram.bytes)
+        m.saved_prefix_saves.labels(name).set(saved.saved)
+        m.saved_prefix_hits.labels(name).set(saved.hits)
+        m.saved_prefix_hit_tokens.labels(name).set(saved.hit_tokens)
+        m.saved_prefix_evictions.labels(name).set(saved.evicted)
         hits = {"live": self.live_hits, **t.counters.hits}
         lookups = sum(hits.values()) + t.counters.misses
         for tier_name, count in hits.items():

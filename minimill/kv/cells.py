@@ -102,6 +102,10 @@ class KVCells:
         refs = self._refs
         return sum(1 for cell in self._cells.get(seq, ()) if refs[cell] == 1)
 
+    def held_by(self, seqs: list[int]) -> int:
+        """Distinct cells held by any of `seqs` (shared cells counted once); changes nothing."""
+        return len(set().union(*(self._cells.get(seq, ()) for seq in seqs)))
+
     def check(self) -> None:
         """Assert: refcounts match the sequences' cells, no sequence holds a cell twice, used <= capacity."""
         counted: dict[int, int] = {}

@@ -200,6 +200,16 @@ class TierStore:
             self._ram.move_to_end(name)
             return entry, tier
 
+    def take_lapsed(self, name: str) -> StoredKV | None:
+        """`name`'s RAM entry if its expiry has passed, removed from every tier (its KV still holds its tokens:
+        the caller may keep it as an ordinary prefix); None if it is live, elsewhere or unknown."""
+        with self._lock:
+            entry = self._ram.get(name)
+            if entry is None or entry.expires_at > self._now():
+                return None
+            self._drop(name)
+            return entry
+
     def warm(self, name: str) -> None:
         """Read and check `name`'s file now, on the caller's thread, so that the `get` that follows (on the
         engine's step thread) finds it in memory: disk reads and checksums stay off the step thread. Only a

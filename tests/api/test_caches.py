@@ -27,7 +27,7 @@ M = Decimal(1_000_000)
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Three tenants (one admin) and no unpinned retention: only caches and sessions keep KV."""
-    yield from serve(tmp_path_factory.mktemp("data"), kv_size=4096, max_seqs=8, retain_cells=0,
+    yield from serve(tmp_path_factory.mktemp("data"), kv_size=4096, max_seqs=8, retain_cells=0, retain_ram=False,
                      api_keys=["alice", "bob", "root", "carol"], admin_keys=["root"])
 
 

@@ -21,7 +21,8 @@ async def tokens_of(engine, prompt: list[int], priority: str, max_tokens: int) -
 
 
 def test_online_requests_interrupt_batch_steps_and_outputs_do_not_change(model: LlamaModel) -> None:
-    engine = make_engine(model, retain_cells=0, batch_idle_step_tokens=256, batch_step_tokens=256)
+    engine = make_engine(model, retain_cells=0, retain_ram=False, batch_idle_step_tokens=256,
+                         batch_step_tokens=256)
     try:
         long_text = engine.tokenize("The history of the lighthouse keepers of the northern coast. " * 60)
         questions = [engine.chat_tokens([{"role": "user", "content": f"Name a colour, {n}."}]) for n in range(6)]

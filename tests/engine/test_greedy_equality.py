@@ -25,8 +25,8 @@ def prompts(engine: Engine) -> list[list[int]]:
 
 
 def test_alone_equals_among_fifteen_others_equals_reference(model: LlamaModel) -> None:
-    alone_engine = make_engine(model, retain_cells=0)
-    batch_engine = make_engine(model, retain_cells=0)
+    alone_engine = make_engine(model, retain_cells=0, retain_ram=False)
+    batch_engine = make_engine(model, retain_cells=0, retain_ram=False)
     try:
         target = prompts(alone_engine)[0]
         alone = asyncio.run(collect(alone_engine, target, max_tokens=32, temperature=0))
@@ -64,7 +64,7 @@ def test_reused_prefix_gives_the_same_output_and_exact_cached_tokens(model: Llam
         reused = asyncio.run(collect(fresh, asked, max_tokens=24, temperature=0))
     finally:
         fresh.close()
-    cold_engine = make_engine(model, retain_cells=0)
+    cold_engine = make_engine(model, retain_cells=0, retain_ram=False)
     try:
         cold = asyncio.run(collect(cold_engine, asked, max_tokens=24, temperature=0))
     finally:
@@ -80,7 +80,7 @@ def test_reuse_under_slot_pressure_gives_what_each_prompt_gives_alone(model: Lla
     system = "You are a careful assistant who answers in one short sentence. " * 4
     questions = QUESTIONS[:7]
     crowded = make_engine(model, max_seqs=2, kv_size=2048)
-    plain = make_engine(model, retain_cells=0)
+    plain = make_engine(model, retain_cells=0, retain_ram=False)
     try:
         def prompt(engine: Engine, q: str, shared: bool) -> list[int]:
             messages = [{"role": "system", "content": system}] if shared else []

@@ -52,7 +52,8 @@ def test_cache_loaded_from_ram_matches_a_cold_run(model: LlamaModel) -> None:
     prefix = model.tokenize(PREFIX)
     query = prefix + model.tokenize(" Message: where is my parcel? Label:", add_special=False)
     # Room for the cache alone: a finished query's own tokens are evicted, the pinned prefix stays live.
-    cold, warm = make_engine(model, retain_cells=0), make_engine(model, retain_cells=len(prefix) + 16)
+    cold = make_engine(model, retain_cells=0, retain_ram=False)
+    warm = make_engine(model, retain_cells=len(prefix) + 16)
     try:
         expected = ask(cold, query)
         assert expected.usage.cached_tokens == 0
@@ -94,7 +95,7 @@ def test_cache_survives_a_restart_on_disk_and_bad_files_are_recomputed(model: Ll
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
-    third = disk_engine(model, tmp_path, retain_cells=0)  # only pinned KV is kept
+    third = disk_engine(model, tmp_path, retain_cells=0, retain_ram=False)  # only pinned KV is kept
     try:
         got = ask(third, query, reuse=cache)
         assert got.usage.cached_tokens == 0 and got.usage.kv_tier is None  # recomputed, not loaded
@@ -111,7 +112,8 @@ def test_cache_survives_a_restart_on_disk_and_bad_files_are_recomputed(model: Ll
 
 
 def test_session_turn_reuses_prompt_and_answer(model: LlamaModel) -> None:
-    engine = make_engine(model, retain_cells=0)  # nothing stays live: the session comes back from RAM
+    # nothing stays live, and only pinned KV goes to RAM: the session comes back from the tier store
+    engine = make_engine(model, retain_cells=0, retain_ram=False)
     try:
         session = NamedKV("session:t:1", "t", time.time() + 15)
         turn1 = engine.tokenize("User: name three colours.\nAssistant:")
@@ -129,6 +131,26 @@ def test_session_turn_reuses_prompt_and_answer(model: LlamaModel) -> None:
         engine.close()
 
 
+def test_a_session_past_its_ttl_is_an_ordinary_prefix_found_in_ram(model: LlamaModel) -> None:
+    # Nothing stays live; the session's KV was only in the tier store when its TTL passed.
+    engine = make_engine(model, retain_cells=0)
+    try:
+        session = NamedKV("session:t:2", "t", time.time() + 60, ttl=0.5)
+        turn1 = engine.tokenize(f"{PREFIX}\nUser: name three rivers.\nAssistant:")  # long enough to keep
+        history = turn1 + ask(engine, turn1, reuse=session, keep=session).tokens[0]
+        ask(engine, engine.tokenize("Another tenant's request in between."), tenant="u")  # live KV trimmed to 0
+        wait_idle(engine)
+        assert "session:t:2" not in engine.scheduler.pins and engine.tiers.tier_of("session:t:2") == "ram"
+        time.sleep(0.6)
+        turn2 = history + engine.tokenize("\nUser: and three lakes?\nAssistant:", add_special=False)
+        second = ask(engine, turn2, reuse=session)
+        # Reused as any prefix is (not as the session: kv_tier is None), all of turn 1 but its last token.
+        assert second.usage.cached_tokens == len(history) - 1 and second.usage.kv_tier is None
+        assert engine.scheduler.ram.counters.hits == 1 and "session:t:2" not in engine.tiers
+    finally:
+        engine.close()
+
+
 def test_pinned_prefix_outlives_unpinned_ones_under_pressure(model: LlamaModel) -> None:
     engine = make_engine(model, retain_cells=600)
     try:
@@ -142,6 +164,7 @@ def test_pinned_prefix_outlives_unpinned_ones_under_pressure(model: LlamaModel) 
         expired = NamedKV("cache:old", "t", time.time() - 1)
         ask(engine, engine.tokenize("An expired pin " * 30), keep=expired)
         ask(engine, engine.tokenize("Pressure " * 300))
+        wait_idle(engine)  # the idle engine trims what finished sequences alone hold to the cap
         assert "cache:old" not in engine.scheduler.pins  # expired: an ordinary prefix, evicted first
         assert "cache:p" in engine.scheduler.pins
         assert engine.scheduler.cells.used <= 600 + len(prefix)

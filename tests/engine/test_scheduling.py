@@ -13,8 +13,8 @@ PROMPTS = ["The history of the city begins", "In the morning the baker", "Rivers
 
 
 def test_preempted_sequences_resume_with_the_same_tokens(model: LlamaModel) -> None:
-    roomy = make_engine(model, retain_cells=0)
-    tight = make_engine(model, retain_cells=0, kv_size=256, max_seqs=5, step_tokens=64)
+    roomy = make_engine(model, retain_cells=0, retain_ram=False)
+    tight = make_engine(model, retain_cells=0, retain_ram=False, kv_size=256, max_seqs=5, step_tokens=64)
     try:
         prompts = [roomy.tokenize(p) for p in PROMPTS]
 
@@ -51,7 +51,7 @@ def test_n_choices_copy_the_prompt_once(model: LlamaModel) -> None:
 
 
 def test_abort_frees_the_kv_at_the_next_step(model: LlamaModel) -> None:
-    engine = make_engine(model, retain_cells=0)
+    engine = make_engine(model, retain_cells=0, retain_ram=False)
     try:
         async def start_then_leave() -> None:
             request = GenerationRequest("a", tuple(engine.tokenize("Tell me everything")),

@@ -112,14 +112,17 @@ def test_newest_running_sequence_is_preempted_when_cells_run_out() -> None:
     assert s.cells.used == 0
 
 
-def test_retention_is_capped_by_used_cells_least_recent_first() -> None:
+def test_retention_is_capped_by_the_cells_finished_sequences_alone_hold_least_recent_first() -> None:
     s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=8, step_tokens=64, retain_cells=40))
     shared = list(range(20))
     rows = [seq(shared + [100 + i] * 8, max_tokens=1) for i in range(4)]
     for row in rows:
         s.add(row)
         step(s)
-    # 20 shared cells + 8 own cells per row: only two rows fit in 40 (sources count as recently used)
+    # While row 4 ran, rows 1-3 held 44 cells, but 20 of them were row 4's too: 24 alone, under the cap.
+    assert s.counters.evictions == 0 and s.cells.used == 52
+    while s.has_work:  # an idle engine trims at once: 20 shared + 8 own per row, two rows fit in 40
+        step(s)
     assert [r.status for r in rows].count(SeqStatus.RETAINED) == 2 and rows[3].status is SeqStatus.RETAINED
     assert s.cells.used == 36 and s.counters.evictions == 2 and rows[3].cached_tokens == 20
 
@@ -372,9 +375,12 @@ def test_a_running_batch_sequence_copied_from_is_not_preempted_in_that_step() ->
     assert not sources & ({swap.slot for swap in plan.swap_out} | changed_before_copies(plan)), plan
 
 
-def apply(plan: StepPlan, kv: dict[int, list[int]], saved: dict[int, list[int]], owners: dict[int, Sequence]) -> None:
+def apply(plan: StepPlan, kv: dict[int, list[int]], saved: dict[int, list[int]],
+          owners: dict[int, Sequence]) -> tuple[tuple[int, bytes], ...]:
     """Run `plan` on a model of llama.cpp's KV (each slot's tokens by position), in the runner's order, and
-    check that every item extends exactly its own sequence's tokens: the oracle for plans."""
+    check that every item extends exactly its own sequence's tokens: the oracle for plans. Returns what the
+    plan's spills saved (a slot's tokens, as the bytes its loads read back)."""
+    spilled = tuple((spill.key, ",".join(map(str, kv.get(spill.slot, []))).encode()) for spill in plan.spills)
     for swap in plan.swap_out:
         saved[swap.key] = list(kv.get(swap.slot, []))
     for slot in plan.releases:
@@ -384,7 +390,7 @@ def apply(plan: StepPlan, kv: dict[int, list[int]], saved: dict[int, list[int]],
         kv[swap.slot] = saved.pop(swap.key)
     for load in plan.loads:
         assert not kv.get(load.slot), f"load into a non-empty slot {load.slot}"
-        kv[load.slot] = [int(t) for t in load.data.decode().split(",")]
+        kv[load.slot] = [int(t) for t in load.data.decode().split(",")][: load.keep]
     for copy in plan.copies:
         assert not kv.get(copy.dst), f"copy into a non-empty slot {copy.dst}"
         kv[copy.dst] = list(kv.get(copy.src, [])[: copy.length])
@@ -394,22 +400,24 @@ def apply(plan: StepPlan, kv: dict[int, list[int]], saved: dict[int, list[int]],
         mine = owners[item.key]
         assert kv.get(item.slot, []) == mine.tokens[: item.start], f"item {item} computes on another's KV"
         kv[item.slot] = kv.get(item.slot, [])[: item.start] + list(item.tokens)
+    return spilled
 
 
-@pytest.mark.parametrize(("seed", "kv_cells", "max_seqs", "step_tokens", "retain_cells"), [
-    (7, 400, 4, 48, 200), (1, 400, 4, 48, 200), (2, 200, 2, 16, 0), (3, 120, 8, 16, 100), (4, 120, 8, 48, 200),
-    (5, 200, 3, 48, 100), (31, 120, 8, 16, 100), (6, 400, 8, 16, 0),
+@pytest.mark.parametrize(("seed", "kv_cells", "max_seqs", "step_tokens", "retain_cells", "ram_bytes"), [
+    (7, 400, 4, 48, 200, 0), (1, 400, 4, 48, 200, 4000), (2, 200, 2, 16, 0, 4000), (3, 120, 8, 16, 100, 0),
+    (4, 120, 8, 48, 200, 1000), (5, 200, 3, 48, 100, 0), (31, 120, 8, 16, 100, 4000), (6, 400, 8, 16, 0, 20000),
 ])
 def test_random_traffic_always_computes_on_its_own_kv(seed: int, kv_cells: int, max_seqs: int, step_tokens: int,
-                                                      retain_cells: int) -> None:
-    """Online and batch requests sharing prefixes, named prefixes from colder tiers, aborts, drops, under
-    tight cells and slots: every step's plan, run on a model of the KV, computes each sequence on its own
-    tokens (a plan that copied from a slot it freed, or preempted what it planned, fails here)."""
+                                                      retain_cells: int, ram_bytes: int) -> None:
+    """Online and batch requests sharing prefixes, named prefixes from colder tiers, prefixes saved to RAM and
+    loaded back, aborts, drops, under tight cells and slots: every step's plan, run on a model of the KV,
+    computes each sequence on its own tokens (a plan that copied from a slot it freed, preempted what it
+    planned, or loaded a RAM entry holding other tokens, fails here)."""
     import random
 
     rng = random.Random(seed)
     s = Scheduler(SchedulerLimits(kv_cells=kv_cells, max_seqs=max_seqs, step_tokens=step_tokens,
-                                  retain_cells=retain_cells, batch_max_seqs=2))
+                                  retain_cells=retain_cells, retain_ram_bytes=ram_bytes, batch_max_seqs=2))
     kv: dict[int, list[int]] = {}
     saved: dict[int, list[int]] = {}
     owners: dict[int, Sequence] = {}
@@ -436,11 +444,69 @@ def test_random_traffic_always_computes_on_its_own_kv(seed: int, kv_cells: int, 
         if not s.has_work:
             continue
         plan = s.schedule()
-        apply(plan, kv, saved, owners)
+        spilled = apply(plan, kv, saved, owners)
         result = StepResult(tuple(SampledToken(key=i.key, token=rng.randrange(3000, 4000))
-                                  for i in plan.items if i.sample))
+                                  for i in plan.items if i.sample), spilled=spilled)
         for advanced in s.update(plan, result):
             if advanced.num_generated >= advanced.max_tokens:
                 s.finish(advanced)
         s.check()
     assert s.counters.cached_tokens > 0 and s.counters.preemptions > 0  # the paths under test were taken
+    if ram_bytes:
+        assert s.ram.counters.hits > 0 and s.ram.counters.saved > s.ram.counters.hits
+        assert s.ram.bytes <= ram_bytes
+
+
+def test_interleaved_chats_find_their_history_in_ram_after_leaving_the_live_kv() -> None:
+    """Six chats from a plain client, turn t of each before turn t+1 of any, with no prefix kept live once
+    finished: every turn after the first loads its chat's history back from RAM and copies all of it, and
+    the plans run on a model of the KV compute each sequence on its own tokens."""
+    s = Scheduler(SchedulerLimits(kv_cells=2048, max_seqs=4, step_tokens=64, retain_cells=0,
+                                  retain_ram_bytes=1 << 20))
+    kv: dict[int, list[int]] = {}
+    swapped: dict[int, list[int]] = {}
+    owners: dict[int, Sequence] = {}
+    histories = {chat: list(range(1000 * chat, 1000 * chat + 40)) for chat in range(1, 7)}  # own system line
+    for turn in range(4):
+        for chat, history in histories.items():
+            new = seq(history + [50 + turn, 60 + chat], max_tokens=5, tenant="alice")
+            owners[new.key] = new
+            s.add(new)
+            while new.status is not SeqStatus.RETAINED and new.status is not SeqStatus.FREED:
+                plan = s.schedule()
+                spilled = apply(plan, kv, swapped, owners)
+                result = StepResult(tuple(SampledToken(key=i.key, token=9) for i in plan.items if i.sample),
+                                    spilled=spilled)
+                for advanced in s.update(plan, result):
+                    if advanced.num_generated >= advanced.max_tokens:
+                        s.finish(advanced)
+                s.check()
+            # its KV holds all but the last sampled token: exactly what the next turn can copy
+            assert new.cached_tokens == (0 if turn == 0 else len(history) - 1), (turn, chat)
+            histories[chat] = new.tokens
+    # every later turn loaded its history from RAM; the last chat's last turn is still live (until next step)
+    assert s.ram.counters.hits == 3 * 6 and s.ram.counters.evicted == 0 and len(s.ram) == 5
+
+
+def test_saved_prefixes_stay_within_their_byte_limit_least_recently_used_first() -> None:
+    from minimill.kv.retained import RetainedRam
+
+    ram = RetainedRam(limit_bytes=250)
+    keys = []
+    for n in range(4):
+        key = ram.reserve("t", list(range(100 * n, 100 * n + 40)))
+        ram.fill(key, bytes(100))
+        keys.append(key)
+    assert ram.bytes == 200 and keys[0] not in ram and keys[1] not in ram and keys[3] in ram
+    assert ram.best(["t"], list(range(300, 350))) == (keys[3], 40)
+    assert ram.best(["u"], list(range(300, 350))) is None  # another tenant's prefixes never match
+    longer = ram.reserve("t", list(range(300, 345)))  # the same chat, one turn on: the shorter entry goes
+    ram.fill(longer, bytes(120))
+    assert keys[3] not in ram and longer in ram and ram.bytes == 220
+    shorter = ram.reserve("t", list(range(300, 330)))  # a prefix of what is held adds nothing
+    ram.fill(shorter, bytes(50))
+    assert shorter not in ram and ram.bytes == 220
+    pending = ram.reserve("t", list(range(900, 950)))
+    assert ram.best(["t"], list(range(900, 950))) is None  # not matched before its bytes are saved
+    ram.discard(pending)
+    assert pending not in ram

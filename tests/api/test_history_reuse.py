@@ -1,0 +1,67 @@
+"""A plain client's interleaved chats (whole history resent, no session_id) reuse their history after it left
+the live KV: the finished prefix was saved to RAM and is loaded back, reported in `cached_tokens` and billed
+at the cached price. (Greedy answers may differ from a server that kept them live: llama.cpp's sums depend on
+where in the KV cells sit. The exact count per turn is asserted on the scheduler, tests/unit.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.api.conftest import Server, serve
+
+CHATS, TURNS = 6, 3
+
+
+def run_chats(server: Server) -> list[tuple[int, int, int, float, float]]:
+    """Turn t of every chat before turn t+1 of any; per request: prompt, cached and completion tokens, and
+    the billed input and cached-input cost."""
+    client = server.client()
+    histories = [[{"role": "system", "content": f"You are assistant number {c}. Answer in one short line."}]
+                 for c in range(CHATS)]
+    seen = []
+    for turn in range(TURNS):
+        for c, history in enumerate(histories):
+            history.append({"role": "user", "content": f"Chat {c}, question {turn}: name a colour."})
+            reply = client.chat.completions.create(model="smollm2-135m", messages=history,  # type: ignore[arg-type]
+                                                   max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
+            history.append({"role": "assistant", "content": reply.choices[0].message.content or ""})
+            usage = reply.usage
+            assert usage is not None and usage.prompt_tokens_details is not None
+            cost = usage.model_extra["cost"]  # type: ignore[index]
+            seen.append((usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens or 0,
+                         usage.completion_tokens, cost["input"], cost["cached_input"]))
+    return seen
+
+
+def serve_chats(path: Path, **overrides: object) -> list[tuple[int, int, int, float, float]]:
+    servers: Iterator[Server] = serve(path, kv_size=4096, max_seqs=8, **overrides)
+    server = next(servers)
+    try:
+        return run_chats(server)
+    finally:
+        servers.close()
+
+
+def test_history_evicted_from_the_live_kv_is_found_in_ram(tmp_path: Path) -> None:
+    # Nothing finished stays live: every later turn must find its history in RAM.
+    seen = serve_chats(tmp_path, retain_cells=0)
+    for turn in range(1, TURNS):
+        for c in range(CHATS):
+            prompt, cached, _, _, _ = seen[turn * CHATS + c]
+            before, _, answer, _, _ = seen[(turn - 1) * CHATS + c]
+            # The previous turn's KV holds its prompt and all of its answer but the last sampled token; the
+            # resent history shares all of the prompt and as much of the answer as tokenizes the same.
+            assert before <= cached <= before + answer - 1 and cached < prompt, (turn, c, seen)
+    # Billed as cached: every cached token at one price, every computed one at the other.
+    cached_rates = {round(cost / cached, 15) for _, cached, _, _, cost in seen if cached}
+    input_rates = {round(cost / (prompt - cached), 15) for prompt, cached, _, cost, _ in seen}
+    assert len(cached_rates) == 1 and len(input_rates) == 1 and cached_rates.pop() < input_rates.pop()
+
+
+def test_without_ram_the_evicted_history_is_recomputed(tmp_path: Path) -> None:
+    # The control: no RAM for finished prefixes and nothing kept live, so the history is computed again.
+    seen = serve_chats(tmp_path, retain_cells=0, ram_tier_bytes=0)
+    for turn in range(1, TURNS):
+        for c in range(CHATS):
+            assert seen[turn * CHATS + c][1] < seen[(turn - 1) * CHATS + c][0]
