@@ -54,8 +54,8 @@ def serve(
     kv_type: Annotated[str | None, typer.Option(
         help="KV element type: bf16, f16, q8_0, q4_0 [bf16: greedy output independent of batching].")] = None,
     retain_cells: Annotated[int | None, typer.Option(
-        help="Used KV cells up to which finished sequences stay live as reusable prefixes; past it they move to "
-             "RAM [4096].")] = None,
+        help="KV cells finished sequences may hold live (cells no running sequence shares); past it the least "
+             "recently used move to RAM [0: steps attend only running sequences].")] = None,
     retain_ram: Annotated[bool | None, typer.Option(
         "--retain-ram/--no-retain-ram",
         help="Save finished prefixes evicted from the live KV to RAM (within --ram-tier-bytes) and load them "

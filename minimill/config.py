@@ -31,11 +31,12 @@ class EngineConfig:
     max_queue: int = 256
     max_queue_delay: float = 30.0
     kv_type: KVType = "bf16"
-    # Finished sequences stay in the KV as reusable prefixes while the cache holds at most this many
-    # used cells; past it the least recently used are evicted (pinned caches and sessions last, and
-    # only to their RAM copy). Attention in a unified KV spans the used cells, so this bounds what
-    # retention costs every decode step. 0 keeps nothing live once finished.
-    retain_cells: int = 4096
+    # Cells that finished sequences hold alone (shared with no running sequence) stay live up to this
+    # many; past it the least recently used leave (unpinned to RAM with `retain_ram`, pinned caches and
+    # sessions last, to their tier copy). Attention in a unified KV spans every used cell, so this is what
+    # retention may add to every decode step: at 0 a step attends only what running sequences hold, and
+    # finished prefixes come back from RAM by a memcpy when a prompt resends them (W6 in bench/RESULTS.md).
+    retain_cells: int = 0
     # Finished prefixes evicted from the live KV are saved to RAM (in what pinned KV leaves of
     # `ram_tier_bytes`) and loaded back when a later prompt of the tenant resends them; off: dropped.
     retain_ram: bool = True

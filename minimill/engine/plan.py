@@ -56,14 +56,16 @@ class PlanItem:
 @dataclass(frozen=True, slots=True)
 class StepPlan:
     """One engine step, done in this order: save `spills` (finished prefixes leaving the live KV for RAM,
-    each under its RAM key) and `swap_out`, free `releases`, load `swap_in` and `loads`, apply `copies`,
-    then one decode over `items`."""
+    each under its RAM key) and `swap_out`, free `releases`, load `swap_in` and `loads`, apply `cuts`
+    (slot, length: drop that slot's positions from `length` on), apply `copies`, then one decode over
+    `items`."""
 
     spills: tuple[Swap, ...] = ()
     swap_out: tuple[Swap, ...] = ()
     releases: tuple[int, ...] = ()
     swap_in: tuple[Swap, ...] = ()
     loads: tuple[Load, ...] = ()
+    cuts: tuple[tuple[int, int], ...] = ()
     copies: tuple[PrefixCopy, ...] = ()
     items: tuple[PlanItem, ...] = ()
 
@@ -75,8 +77,8 @@ class StepPlan:
     @property
     def empty(self) -> bool:
         """Nothing to do at all."""
-        return not (self.spills or self.swap_out or self.releases or self.swap_in or self.loads or self.copies
-                    or self.items)
+        return not (self.spills or self.swap_out or self.releases or self.swap_in or self.loads or self.cuts
+                    or self.copies or self.items)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,8 @@ class Runner:
             self.ctx.restore(load.slot, load.data)
             if load.keep is not None:
                 self.ctx.remove(load.slot, load.keep)
+        for slot, length in plan.cuts:
+            self.ctx.remove(slot, length)
         for copy in plan.copies:
             self.ctx.copy_prefix(copy.src, copy.dst, copy.length)
         self.batch.clear()

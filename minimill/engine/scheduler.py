@@ -122,6 +122,7 @@ class Scheduler:
         self._slots: dict[int, Sequence] = {}
         self._releases: list[int] = []
         self._spills: list[Swap] = []
+        self._cuts: list[tuple[int, int]] = []
         self._swap_out: list[Swap] = []
         self._swap_in: list[Swap] = []
         self._loads: list[Load] = []
@@ -255,9 +256,10 @@ class Scheduler:
             self.counters.steps += 1
             self.counters.step_cells += self.cells.used
         plan = StepPlan(spills=tuple(self._spills), swap_out=tuple(self._swap_out), releases=tuple(self._releases),
-                        swap_in=tuple(self._swap_in), loads=tuple(self._loads), copies=tuple(copies),
-                        items=tuple(items))
+                        swap_in=tuple(self._swap_in), loads=tuple(self._loads), cuts=tuple(self._cuts),
+                        copies=tuple(copies), items=tuple(items))
         self._spills.clear()
+        self._cuts.clear()
         self._swap_out.clear()
         self._releases.clear()
         self._swap_in.clear()
@@ -450,6 +452,10 @@ class Scheduler:
         seq.num_computed = source.usable
         self._slots[slot] = seq
         if source.holder is not None:
+            holder = self.retained.get(source.holder)
+            copied = any(copy.src == source.holder for copy in copies)  # this step: its cells must stay
+            if holder is not None and not copied and self._tail_leaves(holder, source.usable):
+                self._cut(holder, source.usable)
             self._in_use.add(source.holder)
             copies.append(PrefixCopy(src=source.holder, dst=slot, length=source.usable))
             self.cells.copy_prefix(source.holder, slot, source.usable)
@@ -462,6 +468,33 @@ class Scheduler:
             self.counters.cached_tokens += source.usable
         self.index.insert(seq.tenant, slot, seq.tokens[: seq.num_prompt])
         self.running.append(seq)
+
+    def _tail_leaves(self, holder: Sequence, usable: int) -> bool:
+        """Whether a finished prefix copied for only `usable` of its tokens would lose the rest under
+        `retain_cells` anyway (the copy makes the shared part cost nothing): an unpinned one to RAM, a pinned
+        one to its tier copy, which holds all of it."""
+        tail = holder.num_computed - usable
+        kept_elsewhere = holder.pin is not None or self.ram.wants(holder.num_computed)
+        return tail > 0 and kept_elsewhere and self._retained_only_cells() - usable > self.limits.retain_cells
+
+    def _cut(self, holder: Sequence, length: int) -> None:
+        """Keep live only a finished prefix's first `length` tokens (an unpinned one saved whole to RAM first),
+        cut before this step's copies and decode. Its tail cells are then free before the copier places its own
+        tokens, which fill them in position order. Evicted later instead, the tail would leave a hole among the
+        copier's cells, refilled by later tokens out of order; llama.cpp's attention sums over cells in cell
+        order, so a greedy near-tie could flip against a run that copied nothing. A pinned prefix stays pinned:
+        its tier copy is whole, and a later request naming it copies the live part or loads the copy."""
+        assert holder.slot is not None
+        self.index.remove(holder.slot)
+        if holder.pin is None and holder.slot not in self._in_use:  # one loaded this step is already whole in RAM
+            self._save_to_ram(holder, holder.slot)
+        holder.tokens = holder.tokens[:length]
+        holder.num_computed = length
+        holder.num_prompt = min(holder.num_prompt, length)
+        self.cells.truncate(holder.slot, length)
+        self.index.insert(holder.tenant, holder.slot, holder.tokens)
+        self._cuts.append((holder.slot, length))
+        self.counters.evictions += 1  # its tail left the live KV
 
     # ---- capacity -----------------------------------------------------------------------------
     def _make_room(self, cells: int, protect: tuple[int, ...], preempt: bool = True,
@@ -535,11 +568,14 @@ class Scheduler:
 
     def _save_to_ram(self, seq: Sequence, slot: int) -> None:
         """Plan saving a just-evicted prefix (freed from `slot`, whose KV stays until the runner saved it) to
-        RAM, unless it is short or a live prefix holds all its tokens (that one is saved when it leaves)."""
+        RAM, unless it is short or a live prefix (saved when it leaves) or a saved one holds all its tokens."""
         tokens = seq.tokens[: seq.num_computed]
         if not self.ram.wants(len(tokens)):
             return
         if any(shared >= len(tokens) for shared in self.index.match(seq.tenant, tokens).values()):
+            return
+        saved = self.ram.best([seq.tenant], tokens)
+        if saved is not None and saved[1] >= len(tokens):  # e.g. what a cut left of a prefix saved whole
             return
         self._spills.append(Swap(key=self.ram.reserve(seq.tenant, tokens), slot=slot))
 

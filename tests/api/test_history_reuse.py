@@ -1,7 +1,6 @@
 """A plain client's interleaved chats (whole history resent, no session_id) reuse their history after it left
 the live KV: the finished prefix was saved to RAM and is loaded back, reported in `cached_tokens` and billed
-at the cached price. (Greedy answers may differ from a server that kept them live: llama.cpp's sums depend on
-where in the KV cells sit. The exact count per turn is asserted on the scheduler, tests/unit.)"""
+at the cached price. (The exact count per turn is also asserted on the scheduler, tests/unit.)"""
 
 from __future__ import annotations
 
@@ -10,15 +9,15 @@ from pathlib import Path
 
 from tests.api.conftest import Server, serve
 
-CHATS, TURNS = 6, 3
+TURNS = 3
 
 
-def run_chats(server: Server) -> list[tuple[int, int, int, float, float]]:
+def run_chats(server: Server, chats: int) -> list[tuple[int, int, int, float, float]]:
     """Turn t of every chat before turn t+1 of any; per request: prompt, cached and completion tokens, and
     the billed input and cached-input cost."""
     client = server.client()
     histories = [[{"role": "system", "content": f"You are assistant number {c}. Answer in one short line."}]
-                 for c in range(CHATS)]
+                 for c in range(chats)]
     seen = []
     for turn in range(TURNS):
         for c, history in enumerate(histories):
@@ -34,22 +33,23 @@ def run_chats(server: Server) -> list[tuple[int, int, int, float, float]]:
     return seen
 
 
-def serve_chats(path: Path, **overrides: object) -> list[tuple[int, int, int, float, float]]:
+def serve_chats(path: Path, chats: int, **overrides: object) -> list[tuple[int, int, int, float, float]]:
     servers: Iterator[Server] = serve(path, kv_size=4096, max_seqs=8, **overrides)
     server = next(servers)
     try:
-        return run_chats(server)
+        return run_chats(server, chats)
     finally:
         servers.close()
 
 
 def test_history_evicted_from_the_live_kv_is_found_in_ram(tmp_path: Path) -> None:
-    # Nothing finished stays live: every later turn must find its history in RAM.
-    seen = serve_chats(tmp_path, retain_cells=0)
+    # 32 chats, nothing finished stays live (the default): every later turn must find its history in RAM.
+    chats = 32
+    seen = serve_chats(tmp_path, chats)
     for turn in range(1, TURNS):
-        for c in range(CHATS):
-            prompt, cached, _, _, _ = seen[turn * CHATS + c]
-            before, _, answer, _, _ = seen[(turn - 1) * CHATS + c]
+        for c in range(chats):
+            prompt, cached, _, _, _ = seen[turn * chats + c]
+            before, _, answer, _, _ = seen[(turn - 1) * chats + c]
             # The previous turn's KV holds its prompt and all of its answer but the last sampled token; the
             # resent history shares all of the prompt and as much of the answer as tokenizes the same.
             assert before <= cached <= before + answer - 1 and cached < prompt, (turn, c, seen)
@@ -61,7 +61,8 @@ def test_history_evicted_from_the_live_kv_is_found_in_ram(tmp_path: Path) -> Non
 
 def test_without_ram_the_evicted_history_is_recomputed(tmp_path: Path) -> None:
     # The control: no RAM for finished prefixes and nothing kept live, so the history is computed again.
-    seen = serve_chats(tmp_path, retain_cells=0, ram_tier_bytes=0)
+    chats = 6
+    seen = serve_chats(tmp_path, chats, ram_tier_bytes=0)
     for turn in range(1, TURNS):
-        for c in range(CHATS):
-            assert seen[turn * CHATS + c][1] < seen[(turn - 1) * CHATS + c][0]
+        for c in range(chats):
+            assert seen[turn * chats + c][1] < seen[(turn - 1) * chats + c][0]

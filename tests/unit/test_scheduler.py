@@ -391,6 +391,9 @@ def apply(plan: StepPlan, kv: dict[int, list[int]], saved: dict[int, list[int]],
     for load in plan.loads:
         assert not kv.get(load.slot), f"load into a non-empty slot {load.slot}"
         kv[load.slot] = [int(t) for t in load.data.decode().split(",")][: load.keep]
+    for slot, length in plan.cuts:
+        assert len(kv.get(slot, [])) > length, f"cut of slot {slot} at {length} removes nothing"
+        kv[slot] = kv[slot][:length]
     for copy in plan.copies:
         assert not kv.get(copy.dst), f"copy into a non-empty slot {copy.dst}"
         kv[copy.dst] = list(kv.get(copy.src, [])[: copy.length])
@@ -510,3 +513,50 @@ def test_saved_prefixes_stay_within_their_byte_limit_least_recently_used_first()
     assert ram.best(["t"], list(range(900, 950))) is None  # not matched before its bytes are saved
     ram.discard(pending)
     assert pending not in ram
+
+
+def test_a_finished_prefix_copied_in_part_is_saved_whole_and_cut_before_the_copy() -> None:
+    """Its tail would leave the live KV anyway (`retain_cells` 0): cut in the copying step, before the copy
+    and the copier's own tokens (which then fill its cells in position order), the whole saved to RAM first."""
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64, retain_cells=0, retain_ram_bytes=1 << 20))
+    kv: dict[int, list[int]] = {}
+    owners: dict[int, Sequence] = {}
+    first = seq(list(range(40)), max_tokens=1)
+    second = seq(list(range(30)) + [99, 98], max_tokens=1)
+    owners.update({first.key: first, second.key: second})
+    s.add(first)
+    plan = s.schedule()
+    result = StepResult(tuple(SampledToken(key=i.key, token=7) for i in plan.items if i.sample),
+                        spilled=apply(plan, kv, {}, owners))
+    for advanced in s.update(plan, result):
+        s.finish(advanced)  # retained with its 40 prompt tokens computed; no step since to evict it
+    s.add(second)
+    plan = s.schedule()
+    (spill,) = plan.spills
+    assert plan.cuts == ((spill.slot, 30),) and [(c.src, c.length) for c in plan.copies] == [(spill.slot, 30)]
+    s.update(plan, StepResult((), spilled=apply(plan, kv, {}, owners)))
+    assert kv[spill.slot] == list(range(30)) and s.cells.used == 32  # shared 30 + second's own 2
+    saved = s.ram.best([""], list(range(40)))
+    assert saved is not None and saved[1] == 40 and s.ram.index.tokens_of(saved[0]) == tuple(range(40))
+    s.check()
+
+
+def test_a_pinned_prefix_loaded_and_copied_in_part_is_cut_after_its_load_and_stays_pinned() -> None:
+    """A named cache's tier copy holds its prompt and answer; a query shares only the prompt. The answer's
+    cells would leave the live KV anyway (`retain_cells` 0), so they are cut after the load, before the copy
+    (nothing saved: the tier copy is whole), and the name still points at the live part."""
+    s = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64, retain_cells=0, retain_ram_bytes=1 << 20))
+    kv: dict[int, list[int]] = {}
+    stored = list(range(30)) + [500, 501, 502]  # the prompt, then the answer it was kept with
+    query = seq(list(range(30)) + [99, 98], max_tokens=1)
+    query.preload = Preload(pin=Pin("cache:x", 1e18), namespace="", tokens=tuple(stored),
+                            data=",".join(map(str, stored)).encode())
+    s.add(query)
+    plan = s.schedule()
+    (load,) = plan.loads
+    assert not plan.spills and plan.cuts == ((load.slot, 30),)
+    assert [(c.src, c.length) for c in plan.copies] == [(load.slot, 30)]
+    s.update(plan, StepResult((), spilled=apply(plan, kv, {}, {query.key: query})))
+    assert kv[load.slot] == list(range(30)) and s.cells.used == 32
+    assert s.pins == {"cache:x": load.slot} and s.retained[load.slot].tokens == list(range(30))
+    s.check()
