@@ -37,7 +37,7 @@ SERVERS = ("minimill", "minimill+session", "llama-server")
 
 COUNTERS = ("minimill_engine_restarts_total", "minimill_engine_process_restarts_total",
             "minimill_ram_prefix_hits_total", "minimill_ram_prefix_hit_tokens_total",
-            "minimill_ram_prefix_saves_total",
+            "minimill_ram_prefix_saves_total", "minimill_disk_prefix_saves_total", "minimill_disk_prefix_hits_total",
             "minimill_kv_tier_hits_total", "minimill_cached_tokens_total", "minimill_prompt_tokens_total")
 
 

@@ -72,6 +72,9 @@ def serve(
         help="RAM for KV off the context: pinned caches and sessions first, other finished prefixes in what "
              "they leave [2 GiB].")] = None,
     disk_tier_bytes: Annotated[int | None, typer.Option(help="Disk for pinned KV [32 GiB].")] = None,
+    prefix_disk_bytes: Annotated[int | None, typer.Option(
+        help="Disk for finished prefixes that fall out of RAM, loaded back when a prompt resends them "
+             "[8 GiB; 0: dropped].")] = None,
     session_ttl: Annotated[float | None, typer.Option(
         "--session-ttl", help="Seconds a chat session's KV is kept by default [15].")] = None,
     max_session_ttl: Annotated[float | None, typer.Option(help="Longest session TTL a request may ask [3600].")] = None,
@@ -108,7 +111,8 @@ def serve(
                               retain_ram=retain_ram,
                               api_keys=api_key, admin_keys=admin_key, insecure_no_auth=insecure_no_auth,
                               data_dir=data_dir, ledger_url=ledger_url, ram_tier_bytes=ram_tier_bytes,
-                              disk_tier_bytes=disk_tier_bytes, default_session_ttl=session_ttl,
+                              disk_tier_bytes=disk_tier_bytes, prefix_disk_bytes=prefix_disk_bytes,
+                              default_session_ttl=session_ttl,
                               max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
                               batch_idle_step_tokens=batch_idle_step_tokens, batch_max_seqs=batch_max_seqs,
                               upstreams=upstream, default_model=default_model,

@@ -43,6 +43,9 @@ class EngineConfig:
     # Pinned KV (prompt caches, sessions) that leaves the live context goes to RAM, then to disk.
     ram_tier_bytes: int = 2 << 30
     disk_tier_bytes: int = 32 << 30
+    # Finished prefixes that fall out of RAM go to disk (a directory of their own, beside the pinned tier's) up to
+    # this many bytes, least recently saved out first; 0: dropped. With `retain_ram` only, and a data dir.
+    prefix_disk_bytes: int = 8 << 30
     # Batch API work runs in what online requests leave: at most `batch_step_tokens` a step while online
     # requests are about (one arriving mid-step waits for a short step only), `batch_idle_step_tokens` when
     # none has been seen for 2 s, and `batch_max_seqs` sequences (None: an eighth of max_seqs). Few batch
@@ -271,6 +274,7 @@ class EnvSettings(BaseSettings):
     retain_ram: bool | None = None
     ram_tier_bytes: int | None = None
     disk_tier_bytes: int | None = None
+    prefix_disk_bytes: int | None = None
     batch_step_tokens: int | None = None
     batch_idle_step_tokens: int | None = None
     batch_max_seqs: int | None = None

@@ -83,6 +83,12 @@ class Metrics:
         self.saved_prefix_evictions = Gauge("minimill_ram_prefix_evictions_total",
                                             "Finished prefixes dropped from RAM past its byte budget", model,
                                             registry=r)
+        self.disk_prefix_saves = Gauge("minimill_disk_prefix_saves_total",
+                                       "Finished prefixes written to disk on falling out of RAM", model, registry=r)
+        self.disk_prefix_hits = Gauge("minimill_disk_prefix_hits_total",
+                                      "Finished prefixes read back from disk for a prompt", model, registry=r)
+        self.disk_prefix_bytes = Gauge("minimill_disk_prefix_bytes", "Bytes of finished prefixes on disk", model,
+                                       registry=r)
         self.requests = Counter("minimill_requests", "Finished requests", ["model", "outcome"], registry=r)
 
     def exposition(self, engine_texts: Iterable[bytes] = ()) -> bytes:

@@ -43,6 +43,7 @@ from minimill.engine.types import (
     Usage,
 )
 from minimill.errors import CapacityExceeded, ContextOverflow, EngineUnavailable, InvalidRequest
+from minimill.kv.prefix_disk import PrefixDisk
 from minimill.kv.tiers import StoredKV, TierStore
 from minimill.metrics import Metrics
 
@@ -109,10 +110,12 @@ class Engine(TextOps):
     """One model served: tokenization, chat templates, and generation with continuous batching."""
 
     def __init__(self, name: str, model: LlamaModel, config: EngineConfig, metrics: Metrics,
-                 tiers: TierStore | None = None) -> None:
+                 tiers: TierStore | None = None, prefixes: PrefixDisk | None = None) -> None:
         self.name = name
-        # Without a store, pinned KV lives in RAM only (tests, benchmarks); `serve` passes one with a disk tier.
+        # Without a store, pinned KV lives in RAM only (tests, benchmarks); `serve` passes one with a disk tier,
+        # and `prefixes`, the disk below RAM for finished prefixes.
         self.tiers = tiers or TierStore(fingerprint=f"{model.path}:{config.kv_type}", directory=None)
+        self.prefixes = prefixes
         self.model = model
         self.config = config
         self.created = int(time.time())
@@ -129,7 +132,8 @@ class Engine(TextOps):
                                                    retain_ram_bytes=config.ram_tier_bytes if config.retain_ram else 0,
                                                    batch_step_tokens=config.batch_step_tokens,
                                                    batch_idle_step_tokens=config.batch_idle_step_tokens,
-                                                   batch_max_seqs=config.batch_max_seqs))
+                                                   batch_max_seqs=config.batch_max_seqs),
+                                   below_ram=prefixes.add if prefixes is not None else None)
         self.runner = Runner(self.ctx)
         self.admission = Admission(AdmissionLimits(max_delay=config.max_queue_delay, max_waiting=config.max_queue,
                                                    slots=config.max_seqs))
@@ -198,6 +202,8 @@ class Engine(TextOps):
         if request.reuse is not None and request.reuse.name not in self.scheduler.pins:
             # Before anything is held for the request: a cancellation here leaves nothing to undo.
             await asyncio.to_thread(self.tiers.warm, request.reuse.name)  # a disk read, not on the step thread
+        elif self.prefixes is not None and request.params.prompt_logprobs is None:
+            await self._recall(request)
         state = self._make_request(request, asyncio.get_running_loop())
         named = len(request.reuse.tokens) if request.reuse is not None else 0
         state.to_compute = self.admission.to_compute(request.tenant, request.prompt_tokens, reused=named)
@@ -223,6 +229,19 @@ class Engine(TextOps):
         finally:
             if not state.finished:
                 self._submit("abort", state)
+
+    async def _recall(self, request: GenerationRequest) -> None:
+        """A finished prefix of the tenant's that fell out of RAM to disk and that this prompt resends: read it
+        back (off the step thread) and hand it to RAM, where the scheduler finds it as any saved prefix. Done
+        before anything is held for the request; cancelled meanwhile, the prefix is only lost (a cache)."""
+        assert self.prefixes is not None
+        name = self.prefixes.find([request.tenant], request.prompt_tokens)
+        if name is None:
+            return
+        recalled = await asyncio.to_thread(self.prefixes.take, name)
+        if recalled is not None:
+            # Runs on the step thread before the request it is for: controls go first in every loop turn.
+            self._control(lambda: self.scheduler.ram.adopt(recalled.namespace, recalled.tokens, recalled.data))
 
     def _validate(self, request: GenerationRequest) -> None:
         prompt, params = request.prompt_tokens, request.params
@@ -472,7 +491,7 @@ class Engine(TextOps):
         self._waiting = len(self.scheduler.waiting)
         tokens, waiting, online_running = online_backlog(self.scheduler)
         self.admission.report(tokens, waiting, free_slots=self.config.max_seqs - online_running)
-        self._recorder.record(self.scheduler, self.tiers, computed, sampled)
+        self._recorder.record(self.scheduler, self.tiers, computed, sampled, self.prefixes)
 
     def close(self) -> None:
         """Stop the loop thread, fail what is still live, and free native memory."""

@@ -103,11 +103,12 @@ def fair_order(queue: Iterable[Sequence], running: Iterable[Sequence]) -> list[S
 class Scheduler:
     """Decides each step's work. Mutates only its own queues, the cell model and the prefix index."""
 
-    def __init__(self, limits: SchedulerLimits, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, limits: SchedulerLimits, clock: Callable[[], float] = time.time,
+                 below_ram: Callable[[str, tuple[int, ...], bytes], None] | None = None) -> None:
         self.limits = limits
         self._now = clock
         self.counters = SchedulerCounters()
-        self.ram = RetainedRam(limits.retain_ram_bytes)
+        self.ram = RetainedRam(limits.retain_ram_bytes, evicted=below_ram)  # `below_ram`: the disk for its evictions
         self._clear()
 
     def _clear(self) -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import replace
 
 from minimill.engine.scheduler import Scheduler, SchedulerCounters
+from minimill.kv.prefix_disk import PrefixDisk
 from minimill.kv.tiers import TierStore
 from minimill.metrics import Metrics
 
@@ -44,7 +45,8 @@ class StepRecorder:
         self._window: list[tuple[float, int]] = []
         metrics.kv_total.labels(name).set(kv_total)
 
-    def record(self, scheduler: Scheduler, tiers: TierStore, computed: int, sampled: int) -> None:
+    def record(self, scheduler: Scheduler, tiers: TierStore, computed: int, sampled: int,
+               prefixes: PrefixDisk | None = None) -> None:
         """After a step that computed `computed` tokens and sampled `sampled`."""
         m, name, s = self.metrics, self.name, scheduler
         m.queue_length.labels(name).set(len(s.waiting))
@@ -65,6 +67,10 @@ class StepRecorder:
         if c.prompt_tokens:
             m.prefix_hit_rate.labels(name).set(c.cached_tokens / c.prompt_tokens)
         self._record_tiers(scheduler, tiers)
+        if prefixes is not None:
+            m.disk_prefix_saves.labels(name).set(prefixes.counters.saved)
+            m.disk_prefix_hits.labels(name).set(prefixes.counters.hits)
+            m.disk_prefix_bytes.labels(name).set(prefixes.bytes())
         now = time.monotonic()
         self._window.append((now, sampled))
         self._window = [(t, n) for t, n in self._window if now - t <= RATE_WINDOW_SECONDS]

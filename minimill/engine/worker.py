@@ -40,6 +40,7 @@ from minimill.engine.protocol import (
 )
 from minimill.engine.types import GenerationRequest, Usage
 from minimill.errors import MinimillError
+from minimill.kv.prefix_disk import PrefixDisk
 from minimill.kv.tiers import TierStore
 from minimill.metrics import Metrics
 
@@ -55,12 +56,17 @@ def main(conn: Connection, spec: EngineSpec, log_level: int = logging.WARNING) -
     metrics = Metrics()
     model = LlamaModel(spec.model_path)
     tiers = TierStore(spec.tier_fingerprint, spec.tier_directory, spec.tier_limits)
-    engine = Engine(spec.name, model, spec.config, metrics, tiers)
+    config = spec.config
+    prefixes = (PrefixDisk(spec.tier_fingerprint, spec.tier_directory / "prefixes", config.prefix_disk_bytes)
+                if spec.tier_directory is not None and config.retain_ram and config.prefix_disk_bytes > 0 else None)
+    engine = Engine(spec.name, model, config, metrics, tiers, prefixes)
     try:
         asyncio.run(_Worker(conn, engine, metrics).serve())
     finally:
         engine.close()
         tiers.close()  # queued disk writes land before the process exits
+        if prefixes is not None:
+            prefixes.close()
         model.close()
 
 

@@ -11,7 +11,7 @@ bytes (a step that fails drops its reservations). Pure Python: no llama.cpp, own
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from minimill.kv.radix import RadixIndex
@@ -41,10 +41,13 @@ class RetainedCounters:
 
 
 class RetainedRam:
-    """Saved prefixes by key (negative ints, never a slot), LRU within `limit_bytes`."""
+    """Saved prefixes by key (negative ints, never a slot), LRU within `limit_bytes`. `evicted`, when given,
+    receives each entry that falls out past the limit (namespace, tokens, bytes): the disk below RAM."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int,
+                 evicted: Callable[[str, tuple[int, ...], bytes], None] | None = None) -> None:
         self.limit_bytes = limit_bytes
+        self._evicted = evicted
         self.counters = RetainedCounters()
         self.index = RadixIndex()
         self._entries: OrderedDict[int, RetainedEntry] = OrderedDict()  # least recently used first
@@ -128,8 +131,11 @@ class RetainedRam:
             key = next((k for k, e in self._entries.items() if e.data is not None), None)
             if key is None:
                 return
+            entry = self._entries[key]
             self._remove(key)
             self.counters.evicted += 1
+            if self._evicted is not None and entry.data is not None:
+                self._evicted(entry.namespace, entry.tokens, entry.data)
 
     def clear(self) -> None:
         """Drop everything (the live KV was reset: nothing here can be trusted to match it)."""

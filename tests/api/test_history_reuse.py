@@ -33,19 +33,20 @@ def run_chats(server: Server, chats: int) -> list[tuple[int, int, int, float, fl
     return seen
 
 
-def serve_chats(path: Path, chats: int, **overrides: object) -> list[tuple[int, int, int, float, float]]:
+def serve_chats(path: Path, chats: int, **overrides: object) -> tuple[list[tuple[int, int, int, float, float]],
+                                                                      dict[str, float]]:
+    """`run_chats` on a fresh server; also its counters of prefixes loaded back from RAM and from disk."""
     servers: Iterator[Server] = serve(path, kv_size=4096, max_seqs=8, **overrides)
     server = next(servers)
     try:
-        return run_chats(server, chats)
+        seen = run_chats(server, chats)
+        return seen, {name: server.metric(f"minimill_{name}_prefix_hits_total") for name in ("ram", "disk")}
     finally:
         servers.close()
 
 
-def test_history_evicted_from_the_live_kv_is_found_in_ram(tmp_path: Path) -> None:
-    # 32 chats, nothing finished stays live (the default): every later turn must find its history in RAM.
-    chats = 32
-    seen = serve_chats(tmp_path, chats)
+def assert_history_reused(seen: list[tuple[int, int, int, float, float]], chats: int) -> None:
+    """Every turn after the first reused its chat's history, exactly as far as it was computed and resent."""
     for turn in range(1, TURNS):
         for c in range(chats):
             prompt, cached, _, _, _ = seen[turn * chats + c]
@@ -53,6 +54,14 @@ def test_history_evicted_from_the_live_kv_is_found_in_ram(tmp_path: Path) -> Non
             # The previous turn's KV holds its prompt and all of its answer but the last sampled token; the
             # resent history shares all of the prompt and as much of the answer as tokenizes the same.
             assert before <= cached <= before + answer - 1 and cached < prompt, (turn, c, seen)
+
+
+def test_history_evicted_from_the_live_kv_is_found_in_ram(tmp_path: Path) -> None:
+    # 32 chats, nothing finished stays live (the default): every later turn must find its history in RAM.
+    chats = 32
+    seen, hits = serve_chats(tmp_path, chats)
+    assert_history_reused(seen, chats)
+    assert hits == {"ram": chats * (TURNS - 1), "disk": 0}
     # Billed as cached: every cached token at one price, every computed one at the other.
     cached_rates = {round(cost / cached, 15) for _, cached, _, _, cost in seen if cached}
     input_rates = {round(cost / (prompt - cached), 15) for prompt, cached, _, cost, _ in seen}
@@ -62,7 +71,18 @@ def test_history_evicted_from_the_live_kv_is_found_in_ram(tmp_path: Path) -> Non
 def test_without_ram_the_evicted_history_is_recomputed(tmp_path: Path) -> None:
     # The control: no RAM for finished prefixes and nothing kept live, so the history is computed again.
     chats = 6
-    seen = serve_chats(tmp_path, chats, ram_tier_bytes=0)
+    seen, hits = serve_chats(tmp_path, chats, ram_tier_bytes=0)
     for turn in range(1, TURNS):
         for c in range(chats):
             assert seen[turn * chats + c][1] < seen[(turn - 1) * chats + c][0]
+    assert hits == {"ram": 0, "disk": 0}
+
+
+def test_history_that_fell_out_of_ram_is_read_back_from_disk(tmp_path: Path) -> None:
+    # RAM for about two finished chats and five others between two turns of each: every later turn's history
+    # fell out of RAM to disk (DATA_DIR/kv/.../prefixes) and is read back from there.
+    chats = 6
+    seen, hits = serve_chats(tmp_path, chats, ram_tier_bytes=3_000_000)
+    assert_history_reused(seen, chats)
+    assert hits == {"ram": chats * (TURNS - 1), "disk": chats * (TURNS - 1)}  # each read back to RAM, then loaded
+    assert list(tmp_path.glob("kv/*/prefixes/*.kv"))  # what is still on disk when the server stops
