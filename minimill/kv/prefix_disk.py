@@ -88,14 +88,17 @@ class PrefixDisk:
         self._forget_evicted()
 
     def find(self, namespaces: Sequence[str], tokens: Sequence[int]) -> str | None:
-        """The entry sharing the longest prefix (at least MIN_TOKENS) with `tokens` in any of `namespaces`."""
+        """The entry sharing the longest prefix with `tokens` in any of `namespaces`, if it is worth a read: at
+        least MIN_TOKENS shared, and at least a quarter of the entry (a common system line is not worth reading
+        a long chat's file)."""
         self._forget_evicted()  # the writer thread may have evicted files since the last add
         with self._lock:
             best: tuple[int, int] | None = None  # (key, shared)
             for namespace in namespaces:
                 for key, shared in self._index.match(namespace, tokens).items():
-                    shared = min(shared, len(self._index.tokens_of(key)))
-                    if shared >= MIN_TOKENS and (best is None or shared > best[1]):
+                    length = len(self._index.tokens_of(key))
+                    shared = min(shared, length)
+                    if shared >= MIN_TOKENS and 4 * shared >= length and (best is None or shared > best[1]):
                         best = (key, shared)
             return self._entries[best[0]][0] if best is not None else None
 

@@ -21,6 +21,9 @@ def test_a_prefix_is_found_by_its_tenant_read_back_once_and_forgotten(tmp_path: 
         prompt = tokens(0) + (7, 8, 9)
         assert disk.find(["bob"], prompt) is None  # another tenant's history is never matched
         assert disk.find(["alice"], tokens(0, 31)) is None  # shares fewer than 32 tokens: not worth a read
+        disk.add("alice", tokens(5000, 200), b"long")
+        assert disk.find(["alice"], tokens(5000, 45) + (1,)) is None  # 45 of a 200-token file: not worth it
+        assert disk.find(["alice"], tokens(5000, 50) + (1,)) is not None  # a quarter of it
         name = disk.find(["bob", "alice"], prompt)
         assert name is not None
         disk.store.flush()
@@ -28,7 +31,7 @@ def test_a_prefix_is_found_by_its_tenant_read_back_once_and_forgotten(tmp_path: 
         assert recalled is not None and (recalled.namespace, recalled.tokens, recalled.data) == ("alice", tokens(0),
                                                                                                  b"kv-a")
         assert disk.counters.hits == 1 and disk.counters.hit_tokens == 40
-        assert len(disk) == 0 and disk.find(["alice"], prompt) is None and not list(tmp_path.glob("*.kv"))
+        assert len(disk) == 1 and disk.find(["alice"], prompt) is None and len(list(tmp_path.glob("*.kv"))) == 1
         assert disk.take(name) is None
     finally:
         disk.close()
