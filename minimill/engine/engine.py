@@ -50,6 +50,7 @@ from minimill.metrics import Metrics
 log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 1.0
 MAX_CONSECUTIVE_FAILURES = 5
+MAX_LLAMA_SEQS = 256  # llama.cpp's LLAMA_MAX_SEQ: sequence ids one context can have
 
 
 @dataclass(slots=True, eq=False)
@@ -120,7 +121,8 @@ class Engine(TextOps):
         self.config = config
         self.created = int(time.time())
         threads = config.threads or max(1, os.cpu_count() or 1)
-        shape = ContextShape(n_ctx=config.kv_size, n_seq_max=config.max_seqs,
+        holders = max(0, min(config.max_seqs, MAX_LLAMA_SEQS - config.max_seqs))
+        shape = ContextShape(n_ctx=config.kv_size, n_seq_max=config.max_seqs + holders,
                              n_batch=config.step_tokens + config.max_seqs, threads=threads,
                              kv_type=config.kv_type)
         self.ctx = LlamaContext(model, shape)
@@ -132,7 +134,7 @@ class Engine(TextOps):
                                                    retain_ram_bytes=config.ram_tier_bytes if config.retain_ram else 0,
                                                    batch_step_tokens=config.batch_step_tokens,
                                                    batch_idle_step_tokens=config.batch_idle_step_tokens,
-                                                   batch_max_seqs=config.batch_max_seqs),
+                                                   batch_max_seqs=config.batch_max_seqs, holder_slots=holders),
                                    below_ram=prefixes.add if prefixes is not None else None)
         self.runner = Runner(self.ctx)
         self.admission = Admission(AdmissionLimits(max_delay=config.max_queue_delay, max_waiting=config.max_queue,

@@ -56,6 +56,14 @@ class SchedulerLimits:
     batch_step_tokens: int = 8
     batch_idle_step_tokens: int = 128
     batch_max_seqs: int | None = None  # None: an eighth of max_seqs
+    # llama.cpp sequences beyond `max_seqs` for finished prefixes and prefixes loaded back from RAM: with every
+    # running slot taken (a preempted one is the newcomer's), a prompt can still load its prefix and copy it.
+    holder_slots: int = 0
+
+    @property
+    def slots(self) -> int:
+        """llama.cpp sequences in all: running ones and holders of finished or loaded prefixes."""
+        return self.max_seqs + self.holder_slots
 
     @property
     def batch_seqs(self) -> int:
@@ -119,7 +127,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.retained: OrderedDict[int, Sequence] = OrderedDict()  # slot -> seq, least recent first
-        self.free_slots: list[int] = list(range(limits.max_seqs - 1, -1, -1))
+        self.free_slots: list[int] = list(range(limits.slots - 1, -1, -1))
         self._slots: dict[int, Sequence] = {}
         self._releases: list[int] = []
         self._spills: list[Swap] = []
@@ -640,7 +648,7 @@ class Scheduler:
         owners = {s.slot for s in self.running} | set(self.retained)
         assert None not in owners
         assert owners.isdisjoint(self.free_slots), "a slot is both owned and free"
-        assert len(owners) + len(self.free_slots) == self.limits.max_seqs, "slots leaked"
+        assert len(owners) + len(self.free_slots) == self.limits.slots, "slots leaked"
         assert set(self._slots) == owners
         for seq in self.running:
             assert seq.slot is not None and self.cells.length(seq.slot) == seq.num_computed

@@ -560,3 +560,45 @@ def test_a_pinned_prefix_loaded_and_copied_in_part_is_cut_after_its_load_and_sta
     assert kv[load.slot] == list(range(30)) and s.cells.used == 32
     assert s.pins == {"cache:x": load.slot} and s.retained[load.slot].tokens == list(range(30))
     s.check()
+
+
+def run_step(s: Scheduler, kv: dict[int, list[int]], swapped: dict[int, list[int]],
+             owners: dict[int, Sequence]) -> StepPlan:
+    """Plan, run the plan on the KV model (spills filled in RAM, swaps kept in `swapped`), sample 7 for every
+    item, finish what is done."""
+    plan = s.schedule()
+    result = StepResult(tuple(SampledToken(key=i.key, token=7) for i in plan.items if i.sample),
+                        spilled=apply(plan, kv, swapped, owners))
+    for advanced in s.update(plan, result):
+        if advanced.num_generated >= advanced.max_tokens:
+            s.finish(advanced)
+    s.check()
+    return plan
+
+
+def test_with_every_running_slot_taken_a_prefix_saved_in_ram_still_loads_into_a_holder_slot() -> None:
+    """B's earlier chat is in RAM; A runs on every slot. B's next turn preempts one of A's sequences for its
+    own slot, and loads its history into a holder slot to copy it, instead of recomputing it."""
+    cached = {}
+    for holders in (2, 0):
+        s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=2, step_tokens=64, retain_cells=0,
+                                      retain_ram_bytes=1 << 20, holder_slots=holders))
+        kv: dict[int, list[int]] = {}
+        swapped: dict[int, list[int]] = {}
+        first = seq(list(range(40)), max_tokens=1, tenant="b")
+        flood = [seq(list(range(500 + 10 * i, 510 + 10 * i)), max_tokens=50, tenant="a") for i in range(3)]
+        turn = seq(list(range(40)) + [7, 90, 91, 92], max_tokens=1, tenant="b")
+        owners = {q.key: q for q in [first, turn, *flood]}
+        s.add(first)
+        run_step(s, kv, swapped, owners)
+        run_step(s, kv, swapped, owners)  # the finished chat leaves the live KV for RAM
+        assert s.ram.best(["b"], turn.tokens) is not None
+        for q in flood:
+            s.add(q)
+        run_step(s, kv, swapped, owners)
+        assert len(s.running) == 2 and all(q.tenant == "a" for q in s.running)
+        s.add(turn)
+        for _ in range(3):
+            run_step(s, kv, swapped, owners)
+        cached[holders] = turn.cached_tokens
+    assert cached == {2: 40, 0: 0}  # all of the earlier chat's computed tokens, or nothing
