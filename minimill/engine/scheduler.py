@@ -494,8 +494,11 @@ class Scheduler:
         order, so a greedy near-tie could flip against a run that copied nothing. A pinned prefix stays pinned:
         its tier copy is whole, and a later request naming it copies the live part or loads the copy."""
         assert holder.slot is not None
+        # Saved by slot before this step's loads: so never one loaded this step (a prefix from RAM is loaded cut
+        # to what its prompt uses, and one a copy already used this step is not cut).
+        assert holder.pin is not None or holder.slot not in self._in_use, "an unpinned prefix loaded this step"
         self.index.remove(holder.slot)
-        if holder.pin is None and holder.slot not in self._in_use:  # one loaded this step is already whole in RAM
+        if holder.pin is None:
             self._save_to_ram(holder, holder.slot)
         holder.tokens = holder.tokens[:length]
         holder.num_computed = length

@@ -5,9 +5,9 @@ this store. The entry becomes one file in a TierStore of its own: its own direct
 prefixes never push out paid caches and sessions. That store keeps files LRU, checks checksums, and writes
 on its own writer thread. The entry's tokens are indexed by tenant in memory.
 
-When a prompt shares at least MIN_TOKENS with an entry, the entry is read back off the step thread and
-handed to the RAM store. The scheduler then finds it there like any saved prefix. The file is dropped at
-that point; it is written again if the entry falls out of RAM again.
+When a prompt shares at least MIN_TOKENS with an entry, and at least a quarter of it, the entry is read back
+off the step thread and handed to the RAM store. The scheduler then finds it there like any saved prefix.
+The file is dropped at that point; it is written again if the entry falls out of RAM again.
 
 The index is not persisted: files left from before a restart are deleted when the store opens. Their
 tokens are in their headers, but reading every header at start costs more than this cache is worth.
@@ -76,6 +76,7 @@ class PrefixDisk:
         """Keep a prefix evicted from RAM: queue its file (written by the store's thread) and index it."""
         tokens = tuple(tokens)
         name = f"prefix:{namespace}:{hashlib.sha256(repr(tokens).encode()).hexdigest()[:32]}"
+        self._forget_evicted()  # so that a name whose file the store evicted is written again
         with self._lock:
             if name in self._by_name:
                 return
