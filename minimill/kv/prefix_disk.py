@@ -33,6 +33,9 @@ from minimill.kv.tiers import StoredKV, TierLimits, TierStore
 
 # A file's expiry, a formality: prefixes leave by the byte limit, least recently written first.
 KEEP_SECONDS = 30 * 24 * 3600.0
+# Entries wait in memory until the writer thread has written them: past this many bytes waiting, a new one is
+# dropped rather than queued (a disk slower than the evictions must not grow the process).
+MAX_PENDING_BYTES = 256 << 20
 
 
 @dataclass(slots=True)
@@ -42,6 +45,7 @@ class PrefixDiskCounters:
     saved: int = 0
     hits: int = 0
     hit_tokens: int = 0
+    dropped: int = 0  # not written: the writer was too far behind
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,8 @@ class PrefixDisk:
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.kv"):  # from before a restart: no index knows them
             stale.unlink(missing_ok=True)
-        self.store = TierStore(fingerprint, directory, TierLimits(ram_bytes=0, disk_bytes=limit_bytes))
+        # No fsyncs: the files are deleted at the next start anyway, so a crash loses nothing they could give.
+        self.store = TierStore(fingerprint, directory, TierLimits(ram_bytes=0, disk_bytes=limit_bytes), sync=False)
         self.counters = PrefixDiskCounters()
         self._lock = threading.Lock()
         self._index = RadixIndex()
@@ -77,6 +82,10 @@ class PrefixDisk:
         tokens = tuple(tokens)
         name = f"prefix:{namespace}:{hashlib.sha256(repr(tokens).encode()).hexdigest()[:32]}"
         self._forget_evicted()  # so that a name whose file the store evicted is written again
+        if self.store.pending_bytes() + len(data) > MAX_PENDING_BYTES:
+            with self._lock:
+                self.counters.dropped += 1
+            return
         with self._lock:
             if name in self._by_name:
                 return

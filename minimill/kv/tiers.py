@@ -116,8 +116,9 @@ class TierStore:
     """
 
     def __init__(self, fingerprint: str, directory: Path | None, limits: TierLimits = TierLimits(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sync: bool = True) -> None:
         self.fingerprint = fingerprint
+        self._sync = sync  # fsync each file (off for a cache whose files a restart deletes anyway)
         self.directory = directory
         self.limits = limits
         self.counters = TierCounters()
@@ -152,6 +153,11 @@ class TierStore:
         """Bytes held in a tier."""
         with self._lock:
             return self._ram_bytes if tier == "ram" else sum(self._disk.values())
+
+    def pending_bytes(self) -> int:
+        """Bytes of entries queued for the writer thread and not yet on disk (held in memory until then)."""
+        with self._lock:
+            return sum(entry.nbytes for _, _, entry in self._pending.values())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.tier_of(name) is not None
@@ -283,7 +289,7 @@ class TierStore:
             assert self.directory is not None
             raw = encode_file(self.fingerprint, name, entry)
             try:
-                write_atomically(self.directory / file, raw)  # a reader sees the old file or the new one
+                write_atomically(self.directory / file, raw, self._sync)  # a reader sees the old file or the new
                 error = None
             except OSError as exc:
                 error = exc

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from minimill.kv import prefix_disk
 from minimill.kv.prefix_disk import PrefixDisk
 from minimill.kv.retained import RetainedRam
 
@@ -89,5 +92,19 @@ def test_ram_hands_what_falls_out_past_its_limit_to_the_disk(tmp_path: Path) -> 
         assert ram.best(["t"], tokens(0)) is not None and disk.find(["t"], tokens(100)) is not None
         ram.clear()  # a KV reset drops RAM without writing it down
         assert len(disk) == 1
+    finally:
+        disk.close()
+
+
+def test_an_entry_is_dropped_rather_than_queued_past_the_bytes_waiting_for_the_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefix_disk, "MAX_PENDING_BYTES", 1000)
+    disk = PrefixDisk("fp", tmp_path, limit_bytes=1 << 20)
+    try:
+        disk.add("t", tokens(0), bytes(2000))  # more than may wait in memory at once: never queued
+        assert disk.counters.dropped == 1 and disk.counters.saved == 0 and len(disk) == 0
+        disk.add("t", tokens(100), bytes(500))
+        disk.store.flush()
+        assert disk.counters.saved == 1 and disk.find(["t"], tokens(100)) is not None
     finally:
         disk.close()

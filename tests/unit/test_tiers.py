@@ -131,12 +131,12 @@ class SlowDisk:
         self.release, self.started, self.fail = threading.Event(), threading.Event(), fail
         real = tiers_module.write_atomically
 
-        def write(path: Path, data: bytes) -> None:
+        def write(path: Path, data: bytes, sync: bool = True) -> None:
             self.started.set()
             assert self.release.wait(10)
             if self.fail:
                 raise OSError(28, "No space left on device")
-            real(path, data)
+            real(path, data, sync)
 
         monkeypatch.setattr(tiers_module, "write_atomically", write)
 
