@@ -74,7 +74,7 @@ def serve(
     disk_tier_bytes: Annotated[int | None, typer.Option(help="Disk for pinned KV [32 GiB].")] = None,
     prefix_disk_bytes: Annotated[int | None, typer.Option(
         help="Disk for finished prefixes that fall out of RAM, loaded back when a prompt resends them "
-             "[8 GiB; 0: dropped].")] = None,
+             "[0: off, they are dropped].")] = None,
     session_ttl: Annotated[float | None, typer.Option(
         "--session-ttl", help="Seconds a chat session's KV is kept by default [15].")] = None,
     max_session_ttl: Annotated[float | None, typer.Option(help="Longest session TTL a request may ask [3600].")] = None,

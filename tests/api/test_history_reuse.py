@@ -82,7 +82,7 @@ def test_history_that_fell_out_of_ram_is_read_back_from_disk(tmp_path: Path) -> 
     # RAM for about two finished chats and five others between two turns of each: every later turn's history
     # fell out of RAM to disk (DATA_DIR/kv/.../prefixes) and is read back from there.
     chats = 6
-    seen, hits = serve_chats(tmp_path, chats, ram_tier_bytes=3_000_000)
+    seen, hits = serve_chats(tmp_path, chats, ram_tier_bytes=3_000_000, prefix_disk_bytes=1 << 30)
     assert_history_reused(seen, chats)
     assert hits == {"ram": chats * (TURNS - 1), "disk": chats * (TURNS - 1)}  # each read back to RAM, then loaded
     assert list(tmp_path.glob("kv/*/prefixes/*.kv"))  # what is still on disk when the server stops
