@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from minimill.batch.files import FileStore
 from minimill.batch.store import BatchStore
+from minimill.billing.activity import Activity
 from minimill.billing.ledger import Ledger
 from minimill.billing.meter import Meter
 from minimill.billing.prices import CostModel, PriceBook, Prices
@@ -61,8 +62,8 @@ def price_book(billing: BillingConfig, throughput: dict[str, Throughput] | None 
 @dataclass(slots=True)
 class Runtime:
     """The served models (local engines and upstream endpoints), the router that picks among them, their
-    metrics, the meter and ledger, the prompt caches, the stored files and batches, and the config they
-    were built from."""
+    metrics, the meter and ledger (and the console's reading of it), the prompt caches, the stored files and
+    batches, and the config they were built from."""
 
     config: Config
     engines: dict[str, EngineClient]
@@ -75,6 +76,7 @@ class Runtime:
     upstreams: dict[str, Upstream]
     router: Router
     grammars: dict[str, GrammarGuard]
+    activity: Activity
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -114,7 +116,8 @@ class Runtime:
         return cls(config=config, engines=engines, specs=specs, metrics=metrics, meter=meter,
                    caches=Caches(engines, meter, config.caches),
                    files=FileStore(ledger, config.data_dir / "files", config.batch.max_file_bytes),
-                   batches=BatchStore(ledger), upstreams=upstreams, router=router, grammars=grammars)
+                   batches=BatchStore(ledger), upstreams=upstreams, router=router, grammars=grammars,
+                   activity=Activity(ledger))
 
     @property
     def default_model(self) -> str:

@@ -14,6 +14,7 @@ from minimill.api.door import Door, DoorLimits
 from minimill.api.routes import batches, billing, caches, chat, completions, files, info, tokens
 from minimill.runtime import Runtime
 from minimill.serving.batch_lines import batch_runner
+from minimill.web.routes import STATIC_PATH, console_router, static_files
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -46,4 +47,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     for module in (chat, completions, tokens, caches, files, batches, billing, info):
         app.include_router(module.router)
+    app.include_router(console_router())
+    app.mount(STATIC_PATH, static_files(), name="console-static")
     return app

@@ -22,6 +22,12 @@ from minimill.errors import Unauthorized
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/v1/prices", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
 
+def is_console(path: str) -> bool:
+    """The console's pages and assets: a page asked for without a valid key shows the login form (401) instead
+    of being refused here, so the door records the tenant, or None, and lets the request through."""
+    return path == "/" or path == "/console" or path.startswith("/console/")
+
+
 @dataclass(frozen=True, slots=True)
 class DoorLimits:
     """Body limits in bytes: uploads (`/v1/files`) may be larger than any other request."""
@@ -62,12 +68,15 @@ class Door:
             await self._refuse(send, *_error(413, _too_large(limit), "invalid_request_error", "request_too_large"))
             return
         if path not in PUBLIC_PATHS:
+            state = scope.setdefault("state", {})
             try:
-                tenant = authenticate(headers.get("authorization", ""), self.keys)
+                state["tenant"] = authenticate(headers.get("authorization", ""), self.keys)
             except Unauthorized as exc:
-                await self._refuse(send, *_error(401, exc.message, "authentication_error", "invalid_api_key"))
-                return
-            scope.setdefault("state", {})["tenant"] = tenant
+                if not is_console(path):
+                    await self._refuse(send, *_error(401, exc.message, "authentication_error", "invalid_api_key"))
+                    return
+                state["tenant"] = None
+                state["auth_error"] = exc.message if headers.get("authorization") else None
         received = 0
 
         async def counted_receive() -> Message:

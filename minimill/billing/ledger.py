@@ -31,12 +31,13 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine import Engine as SQLEngine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.types import TypeEngine
 
 from minimill.billing.prices import Cost
@@ -81,6 +82,12 @@ ledger = Table(
     Column("stored_token_seconds", Exact, nullable=False),
     *(Column(f"cost_{name}", Exact, nullable=False) for name in COST_COLUMNS),
     Column("cost_total", Exact, nullable=False),
+    # Added after the first release: nullable, and added to an older database by `Ledger.__init__`.
+    Column("latency_ms", Float),  # from the request's arrival to its bill
+    Column("cache_id", String(64)),  # the explicit prompt cache the request named
+    Column("session", String(256)),  # the client's session_id / prompt_cache_key, when it kept a session
+    Column("kept_tokens", Integer),  # tokens of the session's KV pinned after the request
+    Column("kept_until", Float),  # unix time that pin ends
 )
 
 caches = Table(
@@ -116,6 +123,11 @@ class LedgerEntry:
     completion_tokens: int = 0
     stored_token_seconds: Decimal = Decimal(0)
     created_at: float = field(default_factory=time.time)
+    latency_ms: float | None = None
+    cache_id: str | None = None
+    session: str | None = None
+    kept_tokens: int = 0
+    kept_until: float | None = None
 
     def row(self) -> dict[str, Any]:
         """The ledger row."""
@@ -123,7 +135,9 @@ class LedgerEntry:
         return {"id": self.id, "tenant": self.tenant, "model": self.model, "kind": self.kind,
                 "created_at": self.created_at, "day": day_of(self.created_at), "prompt_tokens": self.prompt_tokens,
                 "cached_tokens": self.cached_tokens, "completion_tokens": self.completion_tokens,
-                "stored_token_seconds": self.stored_token_seconds, **costs, "cost_total": self.cost.total}
+                "stored_token_seconds": self.stored_token_seconds, **costs, "cost_total": self.cost.total,
+                "latency_ms": self.latency_ms, "cache_id": self.cache_id, "session": self.session,
+                "kept_tokens": self.kept_tokens, "kept_until": self.kept_until}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +163,15 @@ def _cost_of(row: Any) -> Cost:
     return Cost(*(row[f"cost_{name}"] for name in COST_COLUMNS))
 
 
+def entry_of(row: Any) -> LedgerEntry:
+    """The entry a ledger row (a mapping) holds; a row written before the later columns reads as their defaults."""
+    return LedgerEntry(id=row["id"], tenant=row["tenant"], model=row["model"], kind=row["kind"], cost=_cost_of(row),
+                       prompt_tokens=row["prompt_tokens"], cached_tokens=row["cached_tokens"],
+                       completion_tokens=row["completion_tokens"], stored_token_seconds=row["stored_token_seconds"],
+                       created_at=row["created_at"], latency_ms=row["latency_ms"], cache_id=row["cache_id"],
+                       session=row["session"], kept_tokens=row["kept_tokens"] or 0, kept_until=row["kept_until"])
+
+
 def _record_of(row: Any) -> CacheRecord:
     return CacheRecord(id=row["id"], tenant=row["tenant"], model=row["model"], tokens=tuple(json.loads(row["tokens"])),
                        shared=bool(row["shared"]), created_at=row["created_at"], expires_at=row["expires_at"])
@@ -165,6 +188,7 @@ class Ledger:
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_durable)
         metadata.create_all(self.engine)
+        add_missing_columns(self.engine, ledger)
 
     def close(self) -> None:
         """Release every connection."""
@@ -199,11 +223,7 @@ class Ledger:
             query = query.where(ledger.c.id.startswith(id_prefix, autoescape=True))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(ledger.c.created_at))
-            return [LedgerEntry(id=r["id"], tenant=r["tenant"], model=r["model"], kind=r["kind"], cost=_cost_of(r),
-                                prompt_tokens=r["prompt_tokens"], cached_tokens=r["cached_tokens"],
-                                completion_tokens=r["completion_tokens"],
-                                stored_token_seconds=r["stored_token_seconds"], created_at=r["created_at"])
-                    for r in rows.mappings()]
+            return [entry_of(r) for r in rows.mappings()]
 
     def usage(self, tenant: str) -> list[UsageRow]:
         """A tenant's totals by day and model, each token class and cost.
@@ -285,6 +305,28 @@ class Ledger:
                  .order_by(caches.c.created_at))
         with self.engine.connect() as conn:
             return [_record_of(row) for row in conn.execute(query).mappings()]
+
+
+def add_missing_columns(engine: SQLEngine, table: Table) -> list[str]:
+    """Add to the database's `table` the columns it lacks (made by an older minimill), each with
+    `ALTER TABLE ... ADD COLUMN`; returns their names. Only nullable columns can be added this way.
+
+    Two servers starting together may both try: a column the other one added meanwhile is not an error.
+    """
+    present = {column["name"] for column in inspect(engine).get_columns(table.name)}
+    added = [column for column in table.columns if column.name not in present]
+    for column in added:
+        assert column.nullable, f"{table.name}.{column.name} cannot be added to existing rows"
+        quote = engine.dialect.identifier_preparer.quote
+        statement = (f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} "
+                     f"{column.type.compile(dialect=engine.dialect)}")
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+        except (OperationalError, ProgrammingError):
+            if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                raise
+    return [column.name for column in added]
 
 
 def _sqlite_durable(dbapi_connection: Any, _record: object) -> None:

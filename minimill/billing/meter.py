@@ -23,29 +23,38 @@ class Meter:
         self.prices = prices
 
     def charge(self, *, request_id: str, tenant: str, model: str, kind: str, usage: Usage,
-               billed_cached: int | None = None, batch: bool = False) -> Cost:
+               billed_cached: int | None = None, batch: bool = False, latency_ms: float | None = None,
+               cache_id: str | None = None, session: str | None = None) -> Cost:
         """Bill a finished request: prompt (cached part at the cached price), output, and the
         retention of a session's KV for its TTL. `billed_cached` overrides the cached count (a named
-        cache's prefix is billed as cached even when the server had to recompute it)."""
+        cache's prefix is billed as cached even when the server had to recompute it). `latency_ms`,
+        `cache_id` and `session` are recorded with the bill, for the request log."""
         entry = self.bill(request_id=request_id, tenant=tenant, model=model, kind=kind, usage=usage,
-                          billed_cached=billed_cached, batch=batch)
+                          billed_cached=billed_cached, batch=batch, latency_ms=latency_ms, cache_id=cache_id,
+                          session=session)
         self.ledger.record(entry)
         return entry.cost
 
     def bill(self, *, request_id: str, tenant: str, model: str, kind: str, usage: Usage,
-             billed_cached: int | None = None, batch: bool = False) -> LedgerEntry:
+             billed_cached: int | None = None, batch: bool = False, latency_ms: float | None = None,
+             cache_id: str | None = None, session: str | None = None) -> LedgerEntry:
         """The ledger entry of a finished request, priced but not recorded (see `charge`): for callers that
-        record it in a transaction of their own. `batch` applies the batch discount to every token class."""
+        record it in a transaction of their own. `batch` applies the batch discount to every token class.
+        A session's kept KV is recorded as `kept_tokens` until now + `usage.kept_seconds`."""
         prices = self.prices.for_model(model)
         cached = usage.cached_tokens if billed_cached is None else billed_cached
         cost = request_cost(prices, prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
                             completion_tokens=usage.completion_tokens, batch=batch)
         if usage.kept_tokens:
             cost += storage_cost(prices, tokens=usage.kept_tokens, seconds=usage.kept_seconds, kind="session")
+        now = time.time()
         return LedgerEntry(id=request_id, tenant=tenant, model=model, kind=kind, cost=cost,
                            prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
                            completion_tokens=usage.completion_tokens,
-                           stored_token_seconds=usage.kept_tokens * Decimal(str(usage.kept_seconds)))
+                           stored_token_seconds=usage.kept_tokens * Decimal(str(usage.kept_seconds)),
+                           created_at=now, latency_ms=latency_ms, cache_id=cache_id, session=session,
+                           kept_tokens=usage.kept_tokens,
+                           kept_until=now + usage.kept_seconds if usage.kept_tokens else None)
 
     def usage(self, tenant: str) -> list[UsageRow]:
         """A tenant's totals by day and model."""

@@ -3,6 +3,7 @@ the online route and a Batch API line share (so both validate, run and answer id
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -183,9 +184,13 @@ class CompletionCall:
 Call = ChatCall | CompletionCall
 
 
-async def billed_stream(call: Call, runtime: Runtime, rid: str, tenant: str) -> AsyncIterator[ChoiceDelta | UsageOut]:
+async def billed_stream(call: Call, runtime: Runtime, rid: str, tenant: str, *,
+                        started: float | None = None) -> AsyncIterator[ChoiceDelta | UsageOut]:
     """An online call started on its engine (queue-full and context errors raise here, before any response)
-    and billed when its usage arrives, or for what was computed when it is aborted (client gone)."""
-    on_abort = aborted_billing(runtime, tenant=tenant, model=call.engine.name, kind=call.kind)
+    and billed when its usage arrives, or for what was computed when it is aborted (client gone). Its latency
+    is counted from `started` (a `time.monotonic()` reading; default: when this is called)."""
+    started = time.monotonic() if started is None else started
+    model, kind = call.engine.name, call.kind
+    on_abort = aborted_billing(runtime, tenant=tenant, model=model, kind=kind, use=call.use, started=started)
     return charged(await start(call.engine, call.requests(rid, tenant, on_abort=on_abort)), runtime, request_id=rid,
-                   tenant=tenant, model=call.engine.name, kind=call.kind, use=call.use, prompts=len(call.prompts))
+                   tenant=tenant, model=model, kind=kind, use=call.use, prompts=len(call.prompts), started=started)

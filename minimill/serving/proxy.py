@@ -13,6 +13,7 @@ from minimill.engine.types import Usage
 from minimill.errors import MinimillError, UpstreamFailed
 from minimill.router.upstream import Upstream
 from minimill.runtime import Runtime
+from minimill.serving.charging import latency_ms
 from minimill.serving.convert import usage_out
 from minimill.serving.errors import describe
 
@@ -36,18 +37,19 @@ def _usage(raw: Any, upstream: Upstream) -> Usage:
 
 
 async def _bill(runtime: Runtime, upstream: Upstream, *, rid: str, tenant: str, kind: str,
-                usage: Usage) -> dict[str, Any]:
+                usage: Usage, started: float) -> dict[str, Any]:
     cost = await asyncio.to_thread(runtime.meter.charge, request_id=rid, tenant=tenant, model=upstream.name,
-                                   kind=kind, usage=usage)
+                                   kind=kind, usage=usage, latency_ms=latency_ms(started))
     return usage_out(usage, cost.as_dict()).model_dump()
 
 
 async def answer(upstream: Upstream, path: str, body: dict[str, Any], runtime: Runtime, *, rid: str, tenant: str,
                  kind: str) -> dict[str, Any]:
     """A whole answer from the upstream, renamed and billed (its `usage.cost` is what we charged)."""
+    started = time.monotonic()
     reply = await upstream.post(path, {**body, "stream": False})
     usage = _usage(reply.get("usage"), upstream)
-    billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage)
+    billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage, started=started)
     reply.update(id=rid, model=upstream.name, usage=billed)
     return reply
 
@@ -57,6 +59,7 @@ async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
     """The upstream's stream of chunks, renamed; usage is always asked of the upstream (to bill it) and passed
     on only when the client asked. Errors before the first chunk are raised; later ones are an in-band error
     chunk."""
+    started = time.monotonic()
     events = upstream.stream(path, {**body, "stream": True, "stream_options": {"include_usage": True}})
     first = await anext(events, None)  # refused, timed out or rejected: an HTTP status, not a broken stream
 
@@ -76,7 +79,8 @@ async def stream(upstream: Upstream, path: str, body: dict[str, Any], runtime: R
             if usage is None:  # the answer is out already: bill what is known, and say so
                 log.warning("upstream %s streamed no usage although asked to: request %s billed as 0 tokens",
                             upstream.name, rid)
-            billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage or Usage(0, 0, 0))
+            billed = await _bill(runtime, upstream, rid=rid, tenant=tenant, kind=kind, usage=usage or Usage(0, 0, 0),
+                                 started=started)
             if include_usage:
                 yield {"id": rid, "object": f"{kind}.chunk" if kind == "chat.completion" else kind,
                        "created": created, "model": upstream.name, "choices": [], "usage": billed}

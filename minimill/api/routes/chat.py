@@ -28,6 +28,7 @@ router = APIRouter()
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep,
                            tenant: TenantDep) -> ChatCompletion | Response | dict[str, Any]:
     """Chat completion, streamed or whole, by a local model, an upstream one, or the router ("auto")."""
+    arrived = time.monotonic()  # the request's latency, as billed, counts its preparation too
     model = runtime.resolve(body.model)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if model == "auto":
@@ -45,7 +46,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     # Templates and tokenization grow with the input: off the event loop.
     call = await asyncio.to_thread(ChatCall.prepare, body.model_copy(update={"model": model}), runtime, tenant)
     # A client that leaves while its request waits or prefills frees its place at the next engine step.
-    stream = await unless_disconnected(request, lambda: billed_stream(call, runtime, rid, tenant))
+    stream = await unless_disconnected(request, lambda: billed_stream(call, runtime, rid, tenant, started=arrived))
     if stream is None:
         return Response(status_code=499)
     head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": call.engine.name,

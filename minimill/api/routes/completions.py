@@ -27,6 +27,7 @@ router = APIRouter()
 async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep,
                       tenant: TenantDep) -> Completion | Response | dict[str, Any]:
     """Text completion of one or several prompts, streamed or whole, by a local or an upstream model."""
+    arrived = time.monotonic()  # the request's latency, as billed, counts its preparation too
     model = runtime.resolve(body.model)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if model == "auto":
@@ -38,7 +39,7 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     # Templates and tokenization grow with the input: off the event loop.
     call = await asyncio.to_thread(CompletionCall.prepare, body.model_copy(update={"model": model}), runtime, tenant)
     # A client that leaves while its request waits or prefills frees its place at the next engine step.
-    stream = await unless_disconnected(request, lambda: billed_stream(call, runtime, rid, tenant))
+    stream = await unless_disconnected(request, lambda: billed_stream(call, runtime, rid, tenant, started=arrived))
     if stream is None:
         return Response(status_code=499)
     head = {"id": rid, "object": "text_completion", "created": created, "model": call.engine.name,

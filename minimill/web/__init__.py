@@ -1,0 +1,1 @@
+"""The console: server-rendered pages over the API, the ledger, caches, batches and the scoreboard."""
