@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from minimill.batch.store import UNFINISHED
-from minimill.billing.activity import RequestFilter
+from minimill.billing.activity import RequestFilter, SavingsRow
 from minimill.billing.ledger import LedgerEntry
 from minimill.errors import InvalidRequest
 from minimill.runtime import Runtime
@@ -137,47 +137,27 @@ def request_detail(runtime: Runtime, tenant: str, entry_id: str) -> dict[str, An
 
 
 # ---- usage and savings ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class UsageLine:
-    """One day and model of a tenant's usage, with its cost had nothing been reused."""
-
-    day: str
-    model: str
-    requests: int
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-    cost: Decimal
-    without: Decimal
-
-    @property
-    def saved(self) -> Decimal:
-        """What reuse saved that day on that model."""
-        return self.without - self.cost
-
-
 def usage(runtime: Runtime, tenant: str) -> dict[str, Any]:
-    """Cost per day and model, the same traffic's cost without reuse, and the charts' data."""
-    saved = {(s.day, s.model): s.without_reuse for s in runtime.activity.savings(tenant, runtime.meter.prices)}
-    lines = [UsageLine(day=row.day, model=row.model, requests=row.requests, prompt_tokens=row.prompt_tokens,
-                       cached_tokens=row.cached_tokens, completion_tokens=row.completion_tokens,
-                       cost=row.cost.total, without=saved.get((row.day, row.model), row.cost.total))
+    """Per day and model, the tenant's tokens (a usage row) and cost with and without reuse (a savings row);
+    the totals and the charts' data."""
+    saved = {(s.day, s.model): s for s in runtime.activity.savings(tenant, runtime.meter.prices)}
+    lines = [(row, saved.get((row.day, row.model)) or SavingsRow(row.day, row.model, row.cost.total, row.cost.total))
              for row in runtime.meter.usage(tenant)]
-    cost = sum((line.cost for line in lines), Decimal(0))
-    without = sum((line.without for line in lines), Decimal(0))
+    cost = sum((s.actual for _, s in lines), Decimal(0))
+    without = sum((s.without_reuse for _, s in lines), Decimal(0))
     return {"title": "Usage and savings", "rows": lines, "cost": cost, "without": without, "saved": without - cost,
-            "chart": _usage_chart(lines)}
+            "chart": _usage_chart([s for _, s in lines])}
 
 
-def _usage_chart(lines: list[UsageLine]) -> dict[str, Any]:
+def _usage_chart(lines: list[SavingsRow]) -> dict[str, Any]:
     days = sorted({line.day for line in lines})
     per_model: dict[str, dict[str, float]] = defaultdict(dict)
     actual: dict[str, float] = defaultdict(float)
     without: dict[str, float] = defaultdict(float)
     for line in lines:
-        per_model[line.model][line.day] = float(line.cost)
-        actual[line.day] += float(line.cost)
-        without[line.day] += float(line.without)
+        per_model[line.model][line.day] = float(line.actual)
+        actual[line.day] += float(line.actual)
+        without[line.day] += float(line.without_reuse)
     return {"days": days,
             "by_model": [{"label": m, "data": [costs.get(d, 0.0) for d in days]} for m, costs in per_model.items()],
             "models": {m: sum(costs.values()) for m, costs in per_model.items()},

@@ -4,7 +4,6 @@ need, filled by the meter and added to a database made before them."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -25,27 +24,14 @@ from minimill.billing.meter import Meter
 from minimill.billing.prices import Cost, PriceBook, Prices, request_cost
 from minimill.engine.types import Usage
 from minimill.errors import InvalidRequest, NotFound
+from tests.billing.conftest import DAY1, DAY2
 
-DAY1 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
-DAY2 = DAY1 + 86_400
 # USD per 1M tokens: round numbers, so every expected cost below is a short exact decimal
 PRICES = Prices(input=Decimal(2), cached_input=Decimal("0.2"), output=Decimal(4), cache_storage=Decimal(1),
                 session_retention=Decimal(3))
 NEW_COLUMNS = ["latency_ms", "cache_id", "session", "kept_tokens", "kept_until"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = Ledger(url)
-    with opened.engine.begin() as conn:  # the PostgreSQL database is shared by the session: start empty
-        conn.exec_driver_sql("DELETE FROM ledger")
-        conn.exec_driver_sql("DELETE FROM caches")
-    yield opened
-    opened.close()
 
 
 def row(rid: str, *, tenant: str = "a", model: str = "m1", kind: str = "chat.completion", at: float = DAY1,

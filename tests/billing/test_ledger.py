@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -16,23 +15,7 @@ from minimill.billing.ledger import Ledger, LedgerEntry
 from minimill.billing.prices import Cost, CostModel, request_cost, storage_cost
 from minimill.errors import InvalidRequest, LedgerUnavailable, NotFound
 from minimill.kv.caches import CacheRecord
-
-DAY1 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
-DAY2 = DAY1 + 86_400
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = Ledger(url)
-    with opened.engine.begin() as conn:  # the PostgreSQL database is shared by the session: start empty
-        conn.exec_driver_sql("DELETE FROM ledger")
-        conn.exec_driver_sql("DELETE FROM caches")
-    yield opened
-    opened.close()
+from tests.billing.conftest import DAY1, DAY2
 
 
 def entry(rid: str, tenant: str = "a", model: str = "m1", at: float = DAY1, **tokens: int) -> LedgerEntry:

@@ -7,6 +7,8 @@
   const key = () => sessionStorage.getItem(KEY);
   const auth = () => (key() ? { Authorization: `Bearer ${key()}` } : {});
   const $ = (selector, root = document) => root.querySelector(selector);
+  // Dollars as the server's pages write them: six significant digits, no exponent, no trailing zeros.
+  const usd = (value) => `$${Number(Number(value).toPrecision(6)).toFixed(12).replace(/\.?0+$/, "")}`;
 
   function reload() {
     htmx.ajax("GET", location.pathname + location.search, { target: "body", swap: "innerHTML" });
@@ -78,8 +80,7 @@
     $("#pg-usage-cached").textContent = (usage.prompt_tokens_details || {}).cached_tokens ?? 0;
     $("#pg-usage-completion").textContent = usage.completion_tokens;
     $("#pg-usage-cost").textContent = cost.total === undefined ? "—" :
-      `$${Number(cost.total).toPrecision(6)} (input $${Number(cost.input).toPrecision(3)}, cached input ` +
-      `$${Number(cost.cached_input).toPrecision(3)}, output $${Number(cost.output).toPrecision(3)})`;
+      `${usd(cost.total)} (input ${usd(cost.input)}, cached input ${usd(cost.cached_input)}, output ${usd(cost.output)})`;
     $("#pg-usage-ttft").textContent = ttft === null ? "—" : `${ttft.toFixed(0)} ms`;
     $("#pg-usage").hidden = false;
   }
@@ -90,7 +91,7 @@
     rows.replaceChildren();
     for (const attempt of router.attempts || []) {
       const tr = rows.insertRow();
-      for (const text of [attempt.model, attempt.passed ? "yes" : "no", attempt.reason, `$${Number(attempt.cost).toPrecision(4)}`]) {
+      for (const text of [attempt.model, attempt.passed ? "yes" : "no", attempt.reason, usd(attempt.cost)]) {
         tr.insertCell().textContent = text;
       }
     }
@@ -243,7 +244,7 @@
     if (canvas && window.Chart) charts.push(new Chart(canvas, { ...config, options: { maintainAspectRatio: false, animation: false, ...config.options } }));
   }
   const data = (id) => { const node = document.getElementById(id); return node ? JSON.parse(node.textContent) : null; };
-  const dollars = { ticks: { callback: (v) => `$${Number(v).toPrecision(3)}` } };
+  const dollars = { ticks: { callback: (v) => usd(v) } };
 
   function drawCharts() {
     while (charts.length) charts.pop().destroy();
