@@ -84,6 +84,11 @@ def serve(
         help="Batch API tokens per engine step when no online request was seen for 2 s [128].")] = None,
     batch_max_seqs: Annotated[int | None, typer.Option(
         help="Batch API sequences at once [1/8 of --max-seqs]; the rest is kept for online requests.")] = None,
+    speculation: Annotated[str | None, typer.Option(
+        help="Speculative decoding by prompt lookup, for requests that do not choose: ngram or off; the output "
+             "is the same, each sequence drafts what followed its last tokens earlier in its context [off].")] = None,
+    spec_max_draft: Annotated[int | None, typer.Option(
+        help="Most draft tokens a sequence verifies in one step (prompt lookup and Predicted Outputs) [8].")] = None,
     upstream: Annotated[list[str] | None, typer.Option(
         help="Serve a remote OpenAI-compatible model: NAME=URL[,model=ID][,key-env=VAR][,timeout=S][,input=P]"
              "[,cached-input=P][,output=P] (USD per 1M tokens); repeat for several.")] = None,
@@ -115,7 +120,8 @@ def serve(
                               default_session_ttl=session_ttl,
                               max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
                               batch_idle_step_tokens=batch_idle_step_tokens, batch_max_seqs=batch_max_seqs,
-                              upstreams=upstream, default_model=default_model,
+                              speculation=speculation, spec_max_draft=spec_max_draft, upstreams=upstream,
+                              default_model=default_model,
                               default_quality_ratio=default_quality_ratio,
                               min_confidence=min_confidence)
     except ValueError as exc:

@@ -54,6 +54,11 @@ class EngineConfig:
     batch_step_tokens: int = 8
     batch_idle_step_tokens: int = 128
     batch_max_seqs: int | None = None
+    # Speculative decoding by prompt lookup: a decoding sequence drafts the tokens that followed the latest
+    # earlier occurrence of its last few tokens, verified in the same step (the output is unchanged); how many
+    # follows each sequence's acceptance, up to `spec_max_draft`. A request may turn it on or off.
+    speculation: Literal["ngram", "off"] = "off"
+    spec_max_draft: int = 8
 
     def __post_init__(self) -> None:
         if self.kv_size < 256:
@@ -72,6 +77,8 @@ class EngineConfig:
             raise ValueError("batch_step_tokens must be at least 1 and at most batch_idle_step_tokens")
         if self.batch_max_seqs is not None and not 1 <= self.batch_max_seqs <= self.max_seqs:
             raise ValueError("batch_max_seqs must be between 1 and max_seqs")
+        if not 0 <= self.spec_max_draft <= 64:
+            raise ValueError("spec_max_draft must be between 0 and 64")
 
 
 def is_loopback(host: str) -> bool:
@@ -279,6 +286,8 @@ class EnvSettings(BaseSettings):
     batch_step_tokens: int | None = None
     batch_idle_step_tokens: int | None = None
     batch_max_seqs: int | None = None
+    speculation: Literal["ngram", "off"] | None = None
+    spec_max_draft: int | None = None
     default_cache_ttl: float | None = None
     max_cache_ttl: float | None = None
     default_session_ttl: float | None = None

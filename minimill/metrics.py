@@ -90,6 +90,14 @@ class Metrics:
         self.disk_prefix_bytes = Gauge("minimill_disk_prefix_bytes", "Bytes of finished prefixes on disk", model,
                                        registry=r)
         self.requests = Counter("minimill_requests", "Finished requests", ["model", "outcome"], registry=r)
+        source = ["model", "method"]
+        self.spec_drafted = Counter("minimill_spec_drafted_tokens", "Speculative draft tokens verified, by where "
+                                    "they came from (ngram: prompt lookup, prediction: Predicted Outputs)", source,
+                                    registry=r)
+        self.spec_accepted = Counter("minimill_spec_accepted_tokens", "Draft tokens the samples kept", source,
+                                     registry=r)
+        self.spec_acceptance = Gauge("minimill_spec_acceptance_rate", "Kept / drafted tokens since start", source,
+                                     registry=r)
 
     def exposition(self, engine_texts: Iterable[bytes] = ()) -> bytes:
         """This registry's text exposition with the engine processes' samples merged in: each engine process

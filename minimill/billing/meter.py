@@ -43,14 +43,14 @@ class Meter:
         A session's kept KV is recorded as `kept_tokens` until now + `usage.kept_seconds`."""
         prices = self.prices.for_model(model)
         cached = usage.cached_tokens if billed_cached is None else billed_cached
+        output = usage.billed_output_tokens  # rejected prediction tokens are billed as output, as OpenAI does
         cost = request_cost(prices, prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
-                            completion_tokens=usage.completion_tokens, batch=batch)
+                            completion_tokens=output, batch=batch)
         if usage.kept_tokens:
             cost += storage_cost(prices, tokens=usage.kept_tokens, seconds=usage.kept_seconds, kind="session")
         now = time.time()
         return LedgerEntry(id=request_id, tenant=tenant, model=model, kind=kind, cost=cost,
-                           prompt_tokens=usage.prompt_tokens, cached_tokens=cached,
-                           completion_tokens=usage.completion_tokens,
+                           prompt_tokens=usage.prompt_tokens, cached_tokens=cached, completion_tokens=output,
                            stored_token_seconds=usage.kept_tokens * Decimal(str(usage.kept_seconds)),
                            created_at=now, latency_ms=latency_ms, cache_id=cache_id, session=session,
                            kept_tokens=usage.kept_tokens,

@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -24,11 +25,12 @@ from minimill.engine.llama import (
     LlamaModel,
 )
 from minimill.engine.output import TextStream, next_text
-from minimill.engine.plan import SampledToken
+from minimill.engine.plan import SampledToken, StepPlan
 from minimill.engine.runner import ChoiceSampler, Runner, StepAborted
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
+from minimill.engine.speculation import Drafter, Speculation
 from minimill.engine.stats import StepRecorder, online_backlog
 from minimill.engine.text import TextOps, chat_template_of
 from minimill.engine.types import (
@@ -107,6 +109,16 @@ class _Request:
         self.send(usage)
 
 
+def _prediction_use(seq: Seq) -> tuple[int, int]:
+    """A finished choice's Predicted Outputs counts: output tokens that were the predicted ones, and predicted
+    tokens drafted but refused (computed and billed, not in the output)."""
+    drafter = seq.drafter
+    if drafter is None or drafter.predicted is None:
+        return 0, 0
+    drafter.predicted.follow(seq.tokens[seq.num_prompt:])
+    return drafter.predicted.followed, drafter.drafted.get("prediction", 0) - drafter.accepted.get("prediction", 0)
+
+
 class Engine(TextOps):
     """One model served: tokenization, chat templates, and generation with continuous batching."""
 
@@ -153,6 +165,8 @@ class Engine(TextOps):
         self._failures = 0  # consecutive failed loop iterations
         self._restarts = 0  # times the loop reset the KV and failed what was live
         self._recorder = StepRecorder(name, metrics, self.ctx.n_ctx)
+        self._drafted: Counter[str] = Counter()  # draft tokens verified, by source
+        self._kept: Counter[str] = Counter()  # ... and kept
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -274,6 +288,9 @@ class Engine(TextOps):
                     seq.pin = Pin(request.keep.name, request.keep.expires_at)
                 if request.reuse is not None and request.reuse.namespace != request.tenant:
                     seq.shared_namespace = request.reuse.namespace
+                speculation = self._speculation(params)
+                if speculation.enabled and not seq.score_prompt:
+                    seq.drafter = Drafter.start(speculation, request.prompt_tokens)
                 self.runner.register(key, ChoiceSampler(chain, params.logprobs))
                 choices.append(_Choice(index=index, seq=seq, text=TextStream(params.stop)))
         except InvalidRequest:
@@ -282,6 +299,13 @@ class Engine(TextOps):
             raise
         return _Request(request=request, loop=loop, outbox=asyncio.Queue(),
                         choices=choices)
+
+    def _speculation(self, params: SamplingParams) -> Speculation:
+        """A request's drafting, its own choices over the server's defaults."""
+        spec, config = params.spec, self.config
+        return Speculation(ngram=config.speculation == "ngram" if spec.ngram is None else spec.ngram,
+                           max_draft=config.spec_max_draft if spec.max_draft is None else spec.max_draft,
+                           prediction=spec.prediction)
 
     def _submit(self, kind: str, state: _Request) -> None:
         if self._stop.is_set():
@@ -386,39 +410,74 @@ class Engine(TextOps):
             return
         finally:
             self._interruptible = False
-        self.admission.observe_step(plan.num_tokens, time.monotonic() - started,
-                                    full=plan.num_tokens >= self.config.step_tokens // 2,
-                                    sequences=len(result.sampled))
+        seconds = time.monotonic() - started
+        sampling = sum(item.sample for item in plan.items)
+        self.admission.observe_step(plan.num_tokens, seconds, full=plan.num_tokens >= self.config.step_tokens // 2,
+                                    sequences=sampling)
+        if plan.items and sampling == len(plan.items):  # decodes (and drafts) only: what drafting weighs against
+            self.scheduler.step_cost.observe(plan.num_tokens, seconds)
         advanced = self.scheduler.update(plan, result)
         for key, scores in result.scored:
             if (state := self._live.get(key)) is not None:
                 next(c for c in state.choices if c.seq.key == key).scores.extend(scores)
-        by_key = {sampled.key: sampled for sampled in result.sampled}
+        by_key: dict[int, list[SampledToken]] = {}
+        for token in result.sampled:
+            by_key.setdefault(token.key, []).append(token)
+        self._count_drafts(plan, by_key)
         for seq in advanced:
-            self._on_token(seq, by_key[seq.key])
-        self._record(plan.num_tokens, len(advanced))
+            self._on_tokens(seq, by_key[seq.key])
+        self._record(plan.num_tokens, len(result.sampled))
 
-    def _on_token(self, seq: Seq, sampled: SampledToken) -> None:
+    def _count_drafts(self, plan: StepPlan, sampled: dict[int, list[SampledToken]]) -> None:
+        """Metrics of the step's drafts, by where they came from."""
+        for item in plan.items:
+            state = self._live.get(item.key) if item.drafted else None
+            seq = next(c.seq for c in state.choices if c.seq.key == item.key) if state is not None else None
+            source = seq.drafter.last_source if seq is not None and seq.drafter is not None else None
+            if source is None:
+                continue
+            kept = len(sampled.get(item.key, ())) - 1
+            self._drafted[source] += item.drafted
+            self._kept[source] += kept
+            self._metrics.spec_drafted.labels(self.name, source).inc(item.drafted)
+            self._metrics.spec_accepted.labels(self.name, source).inc(kept)
+            self._metrics.spec_acceptance.labels(self.name, source).set(self._kept[source] / self._drafted[source])
+
+    def _on_tokens(self, seq: Seq, tokens: list[SampledToken]) -> None:
+        """A step's new tokens for one choice (several when it kept a draft), sent one at a time; a choice that
+        stops before the last keeps none after it (nor their KV)."""
         state = self._live[seq.key]
         choice = next(c for c in state.choices if c.seq is seq)
         if not state.first_token:
             state.first_token = True
             self._metrics.ttft.labels(self.name).observe(time.monotonic() - state.submitted)
-        token = sampled.token
+        before = len(seq.tokens) - len(tokens)
+        for n, sampled in enumerate(tokens):
+            if not self._send_token(state, choice, sampled, length=before + n + 1):
+                continue
+            if n + 1 < len(tokens):
+                assert seq.slot is not None
+                self.scheduler.trim(seq, before + n + 1)
+                self.runner.cut(seq.slot, seq.num_computed)
+            self._finish_choice(state, choice)
+            return
+
+    def _send_token(self, state: _Request, choice: _Choice, sampled: SampledToken, length: int) -> bool:
+        """Send the delta of a choice's token, the `length`th of its sequence; True when it ends the choice."""
+        seq = choice.seq
         scores, choice.scores = tuple(choice.scores), []
         if seq.max_tokens == 0:  # scoring only: the prompt's logits were the point, the token is not kept
             seq.tokens.pop()
             state.send(ChoiceDelta(index=choice.index, text="", prompt_logprobs=scores, finish_reason="length"))
-            self._finish_choice(state, choice)
-            return
+            return True
+        token = sampled.token
         text, finish = next_text(choice.text, token, state.request.params, end_of_generation=self.model.is_eog(token),
                                  piece=self.model.piece,
-                                 out_of_room=seq.num_generated >= seq.max_tokens or len(seq.tokens) >= self.n_ctx)
+                                 out_of_room=length - seq.num_prompt >= seq.max_tokens or length >= self.n_ctx)
         logprobs: tuple[TokenLogprob, ...] = (sampled.logprob,) if sampled.logprob is not None else ()
         state.send(ChoiceDelta(index=choice.index, text=text, token_ids=(token,), logprobs=logprobs,
                                finish_reason=finish, prompt_logprobs=scores))
-        if finish is not None:
-            self._finish_choice(state, choice)
+        return finish is not None
 
     def _finish_choice(self, state: _Request, choice: _Choice) -> None:
         choice.done = True
@@ -434,11 +493,14 @@ class Engine(TextOps):
             state.finished = True
             cached = state.choices[0].seq.cached_tokens
             self._metrics.requests.labels(self.name, "completed").inc()  # counted before the caller can look
+            predicted = [_prediction_use(c.seq) for c in state.choices]
             state.send_usage(Usage(prompt_tokens=len(state.request.prompt_tokens),
                                    completion_tokens=sum(c.seq.num_generated for c in state.choices),
                                    cached_tokens=cached, kv_tier=state.kv_tier if cached else None,
                                    kept_tokens=state.kept_tokens,
-                                   kept_seconds=keep.ttl if keep is not None and keep.ttl is not None else 0.0))
+                                   kept_seconds=keep.ttl if keep is not None and keep.ttl is not None else 0.0,
+                                   accepted_prediction_tokens=sum(followed for followed, _ in predicted),
+                                   rejected_prediction_tokens=sum(refused for _, refused in predicted)))
 
     def _save_pinned(self, seq: Seq, durable: bool, landed: Callable[[], None] | None = None) -> None:
         """Write a pinned sequence's KV to the RAM tier (and disk if durable) before it is retained,

@@ -39,7 +39,11 @@ class Load:
 
 @dataclass(frozen=True, slots=True)
 class PlanItem:
-    """Compute `tokens` of sequence `key` (llama seq `slot`) at positions start.. ; sample after the last."""
+    """Compute `tokens` of sequence `key` (llama seq `slot`) at positions start.. ; sample after the last.
+
+    With `drafted` > 0 the last `drafted` tokens are a speculative draft, not yet the sequence's: every
+    position from the sequence's last token on is sampled, the draft kept while the samples equal it, and
+    the KV of the positions after what was kept removed (`speculation.verify`)."""
 
     key: int
     slot: int
@@ -48,9 +52,11 @@ class PlanItem:
     sample: bool
     # Scoring a prompt: the token that follows each position (-1: none to score); every row then has logits.
     targets: tuple[int, ...] = ()
+    drafted: int = 0
 
     def __repr__(self) -> str:
-        return f"PlanItem(key={self.key}, slot={self.slot}, start={self.start}, n={len(self.tokens)})"
+        return (f"PlanItem(key={self.key}, slot={self.slot}, start={self.start}, n={len(self.tokens)}, "
+                f"drafted={self.drafted})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,8 @@ class SampledToken:
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What one decode produced: a token for every item whose `sample` was set, and for items with
+    """What one decode produced: a token for every item whose `sample` was set (1 to drafted + 1 of them, in
+    order, for an item with a draft), and for items with
     `targets` the log-probability of each target (by sequence key, in position order), and the bytes
     the plan's `spills` saved (by RAM key)."""
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from minimill.engine.llama import LlamaContext, SamplerChain, TokenBatch
 from minimill.engine.plan import PlanItem, SampledToken, StepPlan, StepResult
+from minimill.engine.speculation import verify
 from minimill.engine.types import TokenLogprob, TopLogprob
 
 ABORTED = 2  # llama_decode's return code for an interrupted decode
@@ -77,16 +78,16 @@ class Runner:
         for copy in plan.copies:
             self.ctx.copy_prefix(copy.src, copy.dst, copy.length)
         self.batch.clear()
-        rows: list[tuple[int, int]] = []
+        rows: list[tuple[PlanItem, int]] = []  # sampled items and the row of their first sampled position
         scoring: list[tuple[PlanItem, int]] = []  # items that score their targets, and their first row
         for item in plan.items:
-            last = len(item.tokens) - 1
+            sampled_from = len(item.tokens) - 1 - item.drafted
             first = self.batch.size
             for offset, token in enumerate(item.tokens):
-                row = self.batch.add(token, item.start + offset, item.slot,
-                                     bool(item.targets) or (item.sample and offset == last))
+                self.batch.add(token, item.start + offset, item.slot,
+                               bool(item.targets) or (item.sample and offset >= sampled_from))
             if item.sample:
-                rows.append((item.key, row))
+                rows.append((item, first + sampled_from))
             if item.targets:
                 scoring.append((item, first))
         if self.batch.size:
@@ -96,8 +97,29 @@ class Runner:
             if code != 0:
                 raise DecodeFailed(f"llama_decode returned {code} for {plan.num_tokens} tokens")
         scored = tuple((item.key, self._score(item, first)) for item, first in scoring)
-        return StepResult(sampled=tuple(self._sample(key, row) for key, row in rows), scored=scored,
-                          spilled=spilled)
+        sampled = [token for item, row in rows for token in self._verify(item, row)]
+        return StepResult(sampled=tuple(sampled), scored=scored, spilled=spilled)
+
+    def _verify(self, item: PlanItem, row: int) -> list[SampledToken]:
+        """Sample an item's positions from `row` on: one token, or its draft's kept part and one more; the KV
+        of the draft's rejected positions is removed."""
+        if not item.drafted:
+            return [self._sample(item.key, row)]
+        draft = item.tokens[len(item.tokens) - item.drafted:]
+        drawn: list[SampledToken] = []
+
+        def draw(offset: int) -> int:
+            drawn.append(self._sample(item.key, row + offset))
+            return drawn[-1].token
+
+        kept = len(verify(draft, draw)) - 1
+        if kept < item.drafted:
+            self.ctx.remove(item.slot, item.start + len(item.tokens) - item.drafted + kept)
+        return drawn
+
+    def cut(self, slot: int, length: int) -> None:
+        """Drop llama seq `slot`'s KV from position `length` on (a sequence that stopped inside a kept draft)."""
+        self.ctx.remove(slot, length)
 
     def _score(self, item: PlanItem, first: int) -> tuple[TokenLogprob, ...]:
         """Log-probability of each target token at its position (with the top alternatives it asked for)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from minimill.engine.plan import Load, PlanItem, PrefixCopy, StepPlan, StepResult, Swap
 from minimill.engine.sequence import Preload, SeqStatus, Sequence
+from minimill.engine.speculation import StepCost
 from minimill.kv.cells import KVCells
 from minimill.kv.radix import RadixIndex
 from minimill.kv.retained import RetainedRam
@@ -117,6 +118,7 @@ class Scheduler:
         self._now = clock
         self.counters = SchedulerCounters()
         self.ram = RetainedRam(limits.retain_ram_bytes, evicted=below_ram)  # `below_ram`: the disk for its evictions
+        self.step_cost = StepCost()  # what a row of a decode step costs: how long drafts may be
         self._clear()
 
     def _clear(self) -> None:
@@ -243,10 +245,15 @@ class Scheduler:
         self._make_room(len(self._decoders(batch_budget, budget)), protect=())
         # Decodes first (one token each, cells reserved above; making room may have preempted some),
         # then prefill chunks with what is left.
-        for seq in self._decoders(batch_budget, budget):
-            items.append(self._plan_tokens(seq, 1))
-            budget -= 1
-            batch_budget -= seq.batch
+        decoders = self._decoders(batch_budget, budget)
+        floor = self.step_cost.floor(len(decoders))
+        for n, seq in enumerate(decoders):
+            later = decoders[n + 1:]  # each still needs its token and its cell
+            draft = self._draft(seq, floor, budget - 1 - len(later), self.cells.free - 1 - len(later),
+                                batch_budget - 1 - sum(s.batch for s in later) if seq.batch else budget)
+            items.append(self._plan_tokens(seq, 1, draft))
+            budget -= 1 + len(draft)
+            batch_budget -= (1 + len(draft)) * seq.batch
         for seq in fair_order([s for s in self.running if s.in_prefill], self.running):
             count = min(seq.pending, budget, batch_budget if seq.batch else budget)
             self._make_room(count, protect=(), preempt=False, batch_victims=not seq.batch)
@@ -301,16 +308,34 @@ class Scheduler:
         batch = [s for s in self.running if not s.in_prefill and s.batch][:max(0, batch_budget)]
         return (online + batch)[:budget]
 
-    def _plan_tokens(self, seq: Sequence, count: int) -> PlanItem:
+    def _plan_tokens(self, seq: Sequence, count: int, draft: tuple[int, ...] = ()) -> PlanItem:
         assert seq.slot is not None
         start = seq.num_computed
-        self.cells.append(seq.slot, count)
+        self.cells.append(seq.slot, count + len(draft))
         targets: tuple[int, ...] = ()
         if seq.score_prompt and start < seq.num_prompt:
             targets = tuple(seq.tokens[p + 1] if p + 1 < seq.num_prompt else -1 for p in range(start, start + count))
         return PlanItem(key=seq.key, slot=seq.slot, start=start,
-                        tokens=tuple(seq.tokens[start:start + count]), sample=start + count == len(seq.tokens),
-                        targets=targets)
+                        tokens=(*seq.tokens[start:start + count], *draft), sample=start + count == len(seq.tokens),
+                        targets=targets, drafted=len(draft))
+
+    def _draft(self, seq: Sequence, floor: float, budget: int, cells: int, batch_budget: int) -> tuple[int, ...]:
+        """A decoding sequence's speculative draft, as long as pays at `floor` (`StepCost.floor`) and fits what the
+        step leaves it (`budget` tokens, `cells` free cells, `batch_budget` for batch work), its max_tokens and
+        the context."""
+        if seq.drafter is None:
+            return ()
+        room = min(budget, cells, batch_budget, seq.max_tokens - seq.num_generated - 1,
+                   self.limits.kv_cells - len(seq.tokens))
+        return seq.drafter.propose(seq.tokens, seq.num_prompt, room, floor) if room > 0 else ()
+
+    def trim(self, seq: Sequence, length: int) -> None:
+        """A running sequence stopped inside tokens a draft gave it: keep its first `length` tokens, and KV for
+        all but the last (the caller drops the llama seq's positions from `seq.num_computed` on)."""
+        assert seq.slot is not None and 0 < length <= len(seq.tokens)
+        del seq.tokens[length:]
+        seq.num_computed = min(seq.num_computed, length - 1)
+        self.cells.truncate(seq.slot, seq.num_computed)
 
     def _admit(self, budget: int, batch_budget: int, items: list[PlanItem], copies: list[PrefixCopy]) -> int:
         # Online requests first; within each class tenants take turns (fair_order).
@@ -634,17 +659,25 @@ class Scheduler:
         for key, data in result.spilled:
             self.ram.fill(key, data)
         by_key = {s.key: s for s in self.running}
+        gained = Counter(sampled.key for sampled in result.sampled)
         for item in plan.items:
             seq = by_key.get(item.key)
-            if seq is not None:
-                seq.num_computed = item.start + len(item.tokens)
-        advanced = []
+            if seq is None:
+                continue
+            # Of a draft, the tokens the samples kept have KV; the rest's cells go back (the runner removed them).
+            kept = max(0, gained[item.key] - 1) if item.drafted else 0
+            seq.num_computed = item.start + len(item.tokens) - item.drafted + kept
+            if item.drafted:
+                assert seq.slot is not None and seq.drafter is not None
+                self.cells.truncate(seq.slot, seq.num_computed)
+                seq.drafter.record(item.drafted, kept)
+        advanced: dict[int, Sequence] = {}
         for sampled in result.sampled:
             seq = by_key.get(sampled.key)
             if seq is not None:
                 seq.tokens.append(sampled.token)
-                advanced.append(seq)
-        return advanced
+                advanced[seq.key] = seq
+        return list(advanced.values())
 
     def check(self) -> None:
         """Assert invariants: slots partition, cells agree with sequences, index holds only owners."""

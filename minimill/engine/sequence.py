@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from minimill.engine.speculation import Drafter
+
 
 @dataclass(frozen=True, slots=True)
 class Pin:
@@ -61,6 +63,7 @@ class Sequence:
     shared_namespace: str | None = None  # a shared cache's namespace this sequence may also read
     batch: bool = False  # Batch API work: yields to online sequences
     score_prompt: bool = False  # compute every prompt position (no prefix reuse) and score the next token
+    drafter: Drafter | None = None  # speculative drafts while decoding (prompt lookup, a prediction)
 
     @property
     def pending(self) -> int:

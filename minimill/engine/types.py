@@ -16,6 +16,17 @@ Priority = Literal["online", "batch"]
 
 
 @dataclass(frozen=True, slots=True)
+class SpecParams:
+    """A request's speculative decoding: prompt lookup on, off or as the server's default (None), at most
+    `max_draft` draft tokens a step (None: the server's), and the tokens of a prediction of the output
+    (OpenAI's Predicted Outputs; empty: none). Drafts never change what is sampled, only how many steps it takes."""
+
+    ngram: bool | None = None
+    max_draft: int | None = None
+    prediction: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request sampling, mapped onto one native llama.cpp sampler chain.
 
@@ -44,6 +55,7 @@ class SamplingParams:
     # With a trigger, the grammar is lazy: output is free until this regex matches it, and from the token
     # where the match starts it must follow the grammar (a tool call the model chose to open).
     grammar_trigger: str | None = None
+    spec: SpecParams = field(default_factory=SpecParams)
 
     @property
     def greedy(self) -> bool:
@@ -131,11 +143,20 @@ class Usage:
     kv_tier: KVTier | None = None  # where a named entry's KV came from
     kept_tokens: int = 0  # tokens of KV pinned for a session after this request
     kept_seconds: float = 0.0  # ... and for how long
+    # Predicted Outputs, as OpenAI counts them: drafted prediction tokens the output kept, and those it did not
+    # (computed and billed as output, but not part of `completion_tokens`).
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def billed_output_tokens(self) -> int:
+        """Output tokens to bill: the completion and any rejected prediction tokens (as OpenAI bills them)."""
+        return self.completion_tokens + self.rejected_prediction_tokens
 
 
 @dataclass(frozen=True, slots=True)

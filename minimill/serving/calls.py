@@ -66,9 +66,12 @@ class ChatCall:
             trigger = tools.trigger()
         prompt = engine.chat_tokens(messages, tools=[f.as_tool() for f in tools.functions] if tools else ())
         use = kv_use(runtime, body, tenant, engine.name, [prompt], sessions=sessions)
+        predicted = body.prediction.text() if body.prediction is not None else ""
+        bounds.check_text_fits([predicted], engine.longest_piece, engine.n_ctx, "prediction")
         params = convert.sampling_params(
             body, engine, len(prompt), max_tokens=body.max_completion_tokens or body.max_tokens,
-            logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=grammar)
+            logprobs=(body.top_logprobs or 0) if body.logprobs else None, grammar=grammar,
+            prediction=engine.tokenize(predicted, add_special=False) if predicted else ())
         if trigger is not None:
             params = replace(params, grammar_trigger=trigger)
         return cls(body, engine, prompt, use, params, tools)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from minimill.config import RequestLimits
 from minimill.engine.client import EngineClient
 from minimill.engine.grammar import GrammarGuard
-from minimill.engine.types import SamplingParams, TokenLogprob, Usage
+from minimill.engine.types import SamplingParams, SpecParams, TokenLogprob, Usage
 from minimill.errors import ContextOverflow, InvalidRequest
 from minimill.models.chat import ChatMessage, ChatTemplate
 from minimill.serving import bounds
@@ -18,6 +18,7 @@ from minimill.serving.schemas import (
     ChatMessageIn,
     CompletionLogprobs,
     CompletionRequest,
+    CompletionTokensDetails,
     CostOut,
     NamedFunction,
     NamedToolChoice,
@@ -32,7 +33,7 @@ from minimill.serving.tools import Choice, Function, ToolUse, tool_use
 # OpenAI chat fields for features minimill does not have: refused by name rather than silently ignored.
 UNSUPPORTED_CHAT_FIELDS = {
     "audio": "audio output is not available", "modalities": "only text output is available",
-    "prediction": "predicted outputs are not available", "web_search_options": "web search is not available",
+    "web_search_options": "web search is not available",
 }
 # Content parts minimill's models cannot read, and the capability each would need.
 UNSUPPORTED_PARTS = {"image_url": "image input", "input_image": "image input", "input_audio": "audio input",
@@ -72,8 +73,14 @@ def max_tokens_for(requested: int | None, prompt_len: int, n_ctx: int) -> int:
     return left
 
 
+def speculation(body: SamplingFields, prediction: Sequence[int] = ()) -> SpecParams:
+    """The request's speculative decoding: its own choices (None: the server's) and a prediction's tokens."""
+    return SpecParams(ngram=None if body.speculation is None else body.speculation == "ngram",
+                      max_draft=body.speculation_max_draft, prediction=tuple(prediction))
+
+
 def sampling_params(body: SamplingFields, engine: EngineClient, prompt_len: int, *, max_tokens: int | None,
-                    logprobs: int | None, grammar: str | None) -> SamplingParams:
+                    logprobs: int | None, grammar: str | None, prediction: Sequence[int] = ()) -> SamplingParams:
     """Map the shared OpenAI sampling fields onto engine SamplingParams."""
     return SamplingParams(
         max_tokens=max_tokens_for(max_tokens, prompt_len, engine.n_ctx),
@@ -90,6 +97,7 @@ def sampling_params(body: SamplingFields, engine: EngineClient, prompt_len: int,
         ignore_eos=body.ignore_eos,
         logprobs=logprobs,
         grammar=grammar,
+        spec=speculation(body, prediction),
     )
 
 
@@ -175,10 +183,14 @@ def completion_prompts(body: CompletionRequest, engine: EngineClient) -> list[li
 def usage_out(usage: Usage | None, cost: dict[str, float] | None = None) -> UsageOut:
     """EngineClient usage (None: no tokens) and its cost in USD → OpenAI usage with minimill's `cost`."""
     usage = usage or Usage(0, 0, 0)
-    return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                    total_tokens=usage.total_tokens,
+    output = usage.billed_output_tokens  # rejected prediction tokens count, as OpenAI counts and bills them
+    return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=output,
+                    total_tokens=usage.prompt_tokens + output,
                     prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens,
                                                               cache_tier=usage.kv_tier),
+                    completion_tokens_details=CompletionTokensDetails(
+                        accepted_prediction_tokens=usage.accepted_prediction_tokens,
+                        rejected_prediction_tokens=usage.rejected_prediction_tokens),
                     cost=CostOut(**cost) if cost is not None else None)
 
 
@@ -186,7 +198,9 @@ def add_usage(total: Usage, more: Usage) -> Usage:
     """Sum of two usages (several prompts in one completions request)."""
     return Usage(total.prompt_tokens + more.prompt_tokens, total.completion_tokens + more.completion_tokens,
                  total.cached_tokens + more.cached_tokens, total.kv_tier or more.kv_tier,
-                 total.kept_tokens + more.kept_tokens, max(total.kept_seconds, more.kept_seconds))
+                 total.kept_tokens + more.kept_tokens, max(total.kept_seconds, more.kept_seconds),
+                 total.accepted_prediction_tokens + more.accepted_prediction_tokens,
+                 total.rejected_prediction_tokens + more.rejected_prediction_tokens)
 
 
 def bounded_messages(messages: Sequence[ChatMessageIn], engine: EngineClient,

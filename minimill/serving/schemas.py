@@ -154,6 +154,10 @@ class SamplingFields(OpenAIRequest):
     session_id: str | None = Field(default=None, min_length=1, max_length=256)
     prompt_cache_key: str | None = Field(default=None, min_length=1, max_length=256)
     session_ttl_seconds: float | None = Field(default=None, gt=0)
+    # minimill: speculative decoding by prompt lookup for this request (the server's default when not given), and
+    # the most draft tokens a step; the output is the same either way, only the steps it takes differ
+    speculation: Literal["ngram", "off"] | None = None
+    speculation_max_draft: int | None = Field(default=None, ge=0, le=64)
 
     @property
     def session_key(self) -> str | None:
@@ -168,6 +172,20 @@ class SamplingFields(OpenAIRequest):
         return stop
 
 
+class Prediction(OpenAIRequest):
+    """OpenAI's Predicted Outputs: text the answer is expected to repeat much of (an edited file, a row to
+    clean), used as a draft that is verified token by token."""
+
+    type: Literal["content"]
+    content: str | list[ContentPart]
+
+    def text(self) -> str:
+        """The predicted text (text parts joined)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content)
+
+
 class ChatCompletionRequest(SamplingFields):
     """`POST /v1/chat/completions`."""
 
@@ -179,6 +197,7 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[ToolIn] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool = True
+    prediction: Prediction | None = None
     # the legacy form of tools: one function call at most
     functions: list[FunctionDef] | None = Field(default=None, max_length=128)
     function_call: Literal["none", "auto"] | NamedFunction | None = None
@@ -223,6 +242,15 @@ class CostOut(BaseModel):
     total: float
 
 
+class CompletionTokensDetails(BaseModel):
+    """OpenAI's breakdown of completion tokens: with Predicted Outputs, the predicted tokens the answer kept and
+    those it did not (computed, counted in `completion_tokens` and billed as output, as OpenAI bills them)."""
+
+    reasoning_tokens: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+
+
 class UsageOut(BaseModel):
     """`usage` of a response."""
 
@@ -230,6 +258,7 @@ class UsageOut(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails = Field(default_factory=CompletionTokensDetails)
     cost: CostOut | None = None
 
 

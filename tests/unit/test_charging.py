@@ -17,6 +17,7 @@ from minimill.engine.types import ChoiceDelta, Usage
 from minimill.kv.caches import CacheRecord
 from minimill.runtime import Runtime
 from minimill.serving.charging import KVUse, aborted_billing, charged
+from minimill.serving.convert import usage_out
 
 PRICES = Prices(input=Decimal(2), cached_input=Decimal("0.2"), output=Decimal(4), cache_storage=Decimal(1),
                 session_retention=Decimal(3))
@@ -71,4 +72,19 @@ def test_an_aborted_request_is_billed_with_latency_cache_and_session(tmp_path: P
     assert entry.id == "r1:aborted"
     assert entry.latency_ms is not None and 250 <= entry.latency_ms < 60_000
     assert (entry.cache_id, entry.session, entry.kept_tokens, entry.kept_until) == ("cache_x", "chat-1", 0, None)
+    ledger.close()
+
+
+def test_rejected_prediction_tokens_are_billed_and_reported_as_output(tmp_path: Path) -> None:
+    runtime, ledger = runtime_with(tmp_path)
+    usage = Usage(prompt_tokens=10, completion_tokens=20, cached_tokens=0, accepted_prediction_tokens=15,
+                  rejected_prediction_tokens=6)
+    cost = runtime.meter.charge(request_id="r1", tenant="a", model="m1", kind="chat.completion", usage=usage)
+    assert cost.output == Decimal(4) * 26 / 1_000_000  # 20 in the answer and 6 refused, at the output price
+    (entry,) = ledger.entries("a")
+    assert entry.completion_tokens == 26
+    out = usage_out(usage, cost.as_dict())
+    assert (out.completion_tokens, out.total_tokens) == (26, 36)
+    assert (out.completion_tokens_details.accepted_prediction_tokens,
+            out.completion_tokens_details.rejected_prediction_tokens) == (15, 6)
     ledger.close()

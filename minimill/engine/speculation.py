@@ -1,0 +1,232 @@
+"""Speculative decoding without a second model: drafts looked up in a sequence's own context (prompt lookup)
+or in a prediction the user sent (OpenAI's Predicted Outputs), and how many to propose.
+
+A draft is only a guess at the next tokens. The scheduler puts it after the sequence's last token in the step's
+one `llama_decode`; the runner samples every position with the sequence's own sampler chain and keeps the
+drafted tokens for as long as the chain drew exactly them, then the first token it drew otherwise (or one past
+the draft). With a draft that proposes one token with certainty, drawing x ~ p and keeping the draft when x
+equals it *is* the standard rejection rule (accept with p(d), else draw from p without d, renormalised), so the
+output is what plain decoding gives, token for token with greedy sampling and in distribution otherwise
+(`verify`). Rejected positions' KV is removed before the next step.
+
+Pure Python, no llama.cpp: the scheduler holds a `Drafter` per sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+DraftSource = Literal["ngram", "prediction"]
+# The longest suffix looked up; a single token is too weak a clue in one's own context, not in a prediction.
+MAX_NGRAM = 4
+MIN_NGRAM_CONTEXT = 2
+# How fast a sequence forgets its past acceptance (per step), and what it believes before any: one kept of two.
+FORGET = 0.7
+PRIOR_KEPT, PRIOR_MISSED = 1.0, 1.0
+# A sequence whose drafts do not pay rests this many steps before it tries one token again.
+REST_STEPS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Speculation:
+    """What a sequence drafts, resolved against the server's defaults: prompt lookup on or off, at most
+    `max_draft` tokens a step, and a prediction's tokens (empty: none)."""
+
+    ngram: bool
+    max_draft: int
+    prediction: tuple[int, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything will be drafted."""
+        return self.max_draft > 0 and (self.ngram or bool(self.prediction))
+
+
+class NgramIndex:
+    """For each n-gram (n <= MAX_NGRAM) of a token list, where the token after its latest occurrence is."""
+
+    __slots__ = ("tokens", "_next")
+
+    def __init__(self, tokens: Sequence[int] = ()) -> None:
+        self.tokens: list[int] = []
+        self._next: dict[tuple[int, ...], int] = {}
+        self.extend(tokens)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append tokens; each n-gram that now has a token after it points there."""
+        for token in tokens:
+            end = len(self.tokens)
+            for n in range(1, min(MAX_NGRAM, end) + 1):
+                self._next[tuple(self.tokens[end - n:end])] = end
+            self.tokens.append(token)
+
+    def after(self, query: Sequence[int], min_n: int = 1) -> int | None:
+        """Where the token after the latest occurrence of the longest suffix of `query` (at least `min_n`
+        tokens long) found here is; None when none is."""
+        for n in range(min(MAX_NGRAM, len(query)), min_n - 1, -1):
+            at = self._next.get(tuple(query[len(query) - n:]))
+            if at is not None:
+                return at
+        return None
+
+    def continuation(self, query: Sequence[int], k: int, min_n: int = 1) -> tuple[int, ...]:
+        """Up to `k` tokens that followed the latest occurrence of the longest suffix of `query` found here."""
+        at = self.after(query, min_n)
+        return () if at is None else tuple(self.tokens[at:at + k])
+
+
+@dataclass(slots=True)
+class PredictionCursor:
+    """Where in a prediction the output has got to: moved on while the output follows it, found again after a
+    detour by the output's latest tokens; `followed` counts the output tokens that were the predicted ones
+    (OpenAI's accepted prediction tokens)."""
+
+    index: NgramIndex
+    cursor: int | None = 0
+    seen: int = 0  # output tokens already followed
+    followed: int = 0
+
+    def follow(self, output: Sequence[int]) -> None:
+        """Move along the output's tokens not seen yet."""
+        for token in output[self.seen:]:
+            at = self.cursor
+            if at is not None and at < len(self.index.tokens) and self.index.tokens[at] == token:
+                self.cursor, self.followed = at + 1, self.followed + 1
+            else:
+                self.cursor = None
+        self.seen = len(output)
+
+    def draft(self, output: Sequence[int], k: int) -> tuple[int, ...]:
+        """The next up to `k` predicted tokens for an output that is `output` so far."""
+        self.follow(output)
+        if self.cursor is None:
+            self.cursor = self.index.after(output)
+        return () if self.cursor is None else tuple(self.index.tokens[self.cursor:self.cursor + k])
+
+
+@dataclass(slots=True)
+class Drafter:
+    """One sequence's speculation: where drafts come from, how likely its next draft token is to be kept (each
+    token in turn, estimated from its recent steps), and what it has drafted.
+
+    How many to propose: a draft's i-th token is worth its cell when the chance it is kept (alpha^i) exceeds
+    what it costs relative to what a kept token saves (`floor`, from the step's measured cost, `StepCost`):
+    on a GPU nearly free, on a CPU with many sequences in the step nearly a whole token. A sequence whose next
+    token is not worth it rests `REST_STEPS` steps and then tries one."""
+
+    params: Speculation
+    context: NgramIndex | None = None
+    predicted: PredictionCursor | None = None
+    kept_weight: float = PRIOR_KEPT
+    missed_weight: float = PRIOR_MISSED
+    rest: int = 0
+    last_source: DraftSource | None = None
+    drafted: dict[str, int] = field(default_factory=dict)  # by source
+    accepted: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, params: Speculation, prompt: Sequence[int]) -> Drafter:
+        """A drafter for a sequence with this prompt."""
+        return cls(params=params, context=NgramIndex(prompt) if params.ngram else None,
+                   predicted=PredictionCursor(NgramIndex(params.prediction)) if params.prediction else None)
+
+    @property
+    def alpha(self) -> float:
+        """The estimated chance that a draft token is kept, given the ones before it were."""
+        return self.kept_weight / (self.kept_weight + self.missed_weight)
+
+    def length(self, floor: float) -> int:
+        """How many draft tokens are worth verifying: the most i with alpha^i >= floor, up to max_draft."""
+        alpha = self.alpha
+        if alpha >= 1.0 or floor <= 0.0:
+            return self.params.max_draft
+        if alpha < floor:
+            return 0
+        return min(self.params.max_draft, max(1, int(math.log(floor) / math.log(alpha))))
+
+    def propose(self, tokens: Sequence[int], num_prompt: int, room: int, floor: float = 0.0) -> tuple[int, ...]:
+        """Draft tokens to follow `tokens` (prompt, then output), at most `room` (the caller's limit: budget,
+        cells, max_tokens, context) and as many as are worth it at `floor` (see the class)."""
+        if self.context is not None:
+            self.context.extend(tokens[len(self.context.tokens):])
+        self.last_source = None
+        if self.rest > 0:
+            self.rest -= 1
+            return ()
+        worth = self.length(floor)
+        if worth == 0:
+            self.rest = REST_STEPS
+            worth = 1  # a probe: the estimate only moves when something is drafted
+        limit = min(worth, room)
+        if limit <= 0:
+            return ()
+        if self.predicted is not None:
+            draft = self.predicted.draft(tokens[num_prompt:], limit)
+            if draft:
+                self.last_source = "prediction"
+                return draft
+        if self.context is not None:
+            draft = self.context.continuation(tokens, limit, MIN_NGRAM_CONTEXT)
+            if draft:
+                self.last_source = "ngram"
+                return draft
+        return ()
+
+    def record(self, drafted: int, accepted: int) -> None:
+        """What the last proposal came to: `accepted` of its `drafted` tokens were kept (each kept token a
+        success, the first refused one a failure)."""
+        if drafted == 0 or self.last_source is None:
+            return
+        source = self.last_source
+        self.drafted[source] = self.drafted.get(source, 0) + drafted
+        self.accepted[source] = self.accepted.get(source, 0) + accepted
+        self.kept_weight = FORGET * self.kept_weight + accepted
+        self.missed_weight = FORGET * self.missed_weight + (accepted < drafted)
+
+
+@dataclass(slots=True)
+class StepCost:
+    """A step's time as overhead plus a cost per token (least squares over recent decode-sized steps, older ones
+    fading), and from it the floor a draft token's chance of being kept must clear to pay for its row."""
+
+    prior_floor: float = 0.25
+    forget: float = 0.99
+    _n: float = 0.0
+    _x: float = 0.0
+    _y: float = 0.0
+    _xx: float = 0.0
+    _xy: float = 0.0
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        """A step of `tokens` rows took `seconds`."""
+        f = self.forget
+        self._n, self._x, self._y = f * self._n + 1, f * self._x + tokens, f * self._y + seconds
+        self._xx, self._xy = f * self._xx + tokens * tokens, f * self._xy + tokens * seconds
+
+    def floor(self, sequences: int) -> float:
+        """For a step decoding `sequences` sequences: a token's cost over what one kept token saves that sequence
+        (its share of a step's overhead plus a token), so drafting pays where alpha^i is above it."""
+        spread = self._n * self._xx - self._x * self._x
+        if self._n < 8 or spread <= 1e-9 * max(1.0, self._xx):
+            return self.prior_floor
+        per_token = (self._n * self._xy - self._x * self._y) / spread
+        overhead = (self._y - per_token * self._x) / self._n
+        if per_token <= 0:
+            return 0.0
+        return min(1.0, per_token / (max(overhead, 0.0) / max(1, sequences) + per_token))
+
+
+def verify(draft: Sequence[int], draw: Callable[[int], int]) -> list[int]:
+    """The tokens a step gives a sequence that proposed `draft`: `draw(i)` samples position i (0: after its last
+    token, i: after draft[i-1]) with its sampler chain; the draft is kept while the chain draws it, then the
+    first token drawn otherwise, or the one after a fully kept draft. So 1 to len(draft) + 1 tokens."""
+    out: list[int] = []
+    for i in range(len(draft) + 1):
+        token = draw(i)
+        out.append(token)
+        if i == len(draft) or token != draft[i]:
+            break
+    return out
