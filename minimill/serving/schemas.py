@@ -179,6 +179,13 @@ class Prediction(OpenAIRequest):
     type: Literal["content"]
     content: str | list[ContentPart]
 
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content: str | list[ContentPart]) -> str | list[ContentPart]:
+        if isinstance(content, list) and any(part.type != "text" for part in content):
+            raise ValueError("a prediction's content parts must be text")
+        return content
+
     def text(self) -> str:
         """The predicted text (text parts joined)."""
         if isinstance(self.content, str):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -38,6 +38,9 @@ SECURITY_HEADERS = {
                                "base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    # A tenant's pages are fetched with its key: never kept by the browser (back after logging out, a shared
+    # machine) or by anything between.
+    "Cache-Control": "no-store",
 }
 
 
@@ -61,7 +64,7 @@ def console_router() -> APIRouter:
         runtime: Runtime = request.app.state.runtime
         tenant: str | None = getattr(request.state, "tenant", None)
         base = {"page": page, "pages": views.PAGES, "keyed": bool(runtime.config.server.api_keys),
-                "static": STATIC_PATH}
+                "signed_in": tenant is not None, "static": STATIC_PATH}
         if tenant is None:
             error = getattr(request.state, "auth_error", None)
             return templates.TemplateResponse(request, "login.html", {**base, "title": "Log in", "error": error},
@@ -92,15 +95,22 @@ def console_router() -> APIRouter:
     @router.get("/console/requests", response_class=HTMLResponse)
     async def requests(request: Request, model: str | None = None, kind: str | None = None,
                        since: str | None = None, until: str | None = None,
-                       offset: Annotated[int, Query(ge=0)] = 0,
-                       limit: Annotated[int, Query(ge=1, le=200)] = 25) -> Response:
-        """The tenant's requests from the ledger, filtered and paginated on the server."""
-        query = views.RequestQuery.parse(model=model, kind=kind, since=since, until=until, offset=offset, limit=limit)
-        return await render(request, "requests.html", "requests", lambda r, t: views.requests(r, t, query))
+                       offset: str | None = None, limit: str | None = None) -> Response:
+        """The tenant's requests from the ledger, filtered and paginated on the server. The query is read
+        after the key (as text: a bad one is a 400 page, not FastAPI's JSON), so a stranger gets the login form."""
+        def view(runtime: Runtime, tenant: str) -> Mapping[str, Any]:
+            query = views.RequestQuery.parse(model=model, kind=kind, since=since, until=until, offset=offset,
+                                             limit=limit)
+            return views.requests(runtime, tenant, query)
 
-    @router.get("/console/requests/{entry_id}", response_class=HTMLResponse)
+        return await render(request, "requests.html", "requests", view)
+
+    @router.get("/console/requests/{entry_id:path}", response_class=HTMLResponse)
     async def request_detail(request: Request, entry_id: str) -> Response:
-        """One request of the tenant's, every field the ledger holds (404 page for another tenant's)."""
+        """One request of the tenant's, every field the ledger holds (404 page for another tenant's). The id is
+        the rest of the path, so any id (and any junk) reaches the page that says it is not found."""
+        if not entry_id:
+            return RedirectResponse("/console/requests", status_code=307)
         return await render(request, "request.html", "requests", lambda r, t: views.request_detail(r, t, entry_id))
 
     @router.get("/console/usage", response_class=HTMLResponse)

@@ -9,7 +9,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -30,9 +30,10 @@ def usd(value: Decimal | float | None) -> str:
     if value is None:
         return "—"
     amount = Decimal(str(value))
-    if abs(amount) >= 1:
-        return f"${amount:,.4f}"
-    return "$" + format(Decimal(f"{amount:.6g}").normalize(), "f")  # 0.000200000 reads as $0.0002
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)  # -$0.5, not $-0.5
+    if amount >= 1:
+        return f"{sign}${amount:,.4f}"
+    return f"{sign}$" + format(Decimal(f"{amount:.6g}").normalize(), "f")  # 0.000200000 reads as $0.0002
 
 
 def when(timestamp: float | None) -> str:
@@ -70,6 +71,11 @@ def playground(runtime: Runtime, tenant: str) -> dict[str, Any]:
 
 
 # ---- requests ---------------------------------------------------------------------------------------------
+PAGE_SIZES = (1, 200)  # rows a page of the request log may have
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: a larger OFFSET does not bind
+SECONDS_PER_DAY = 86_400
+
+
 def _day(text: str | None, param: str) -> date | None:
     if not text:
         return None
@@ -77,6 +83,20 @@ def _day(text: str | None, param: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         raise InvalidRequest(f"{param} must be a date as YYYY-MM-DD, not {text[:40]!r}", param=param) from None
+
+
+def _whole(text: str | None, param: str, *, default: int, low: int, high: int) -> int:
+    """A query string's whole number in [low, high]; InvalidRequest (a 400 page) for anything else."""
+    if not text:
+        return default
+    refused = InvalidRequest(f"{param} must be a whole number from {low} to {high}, not {text[:40]!r}", param=param)
+    try:
+        value = int(text)
+    except ValueError:  # not a number, or more digits than int() reads
+        raise refused from None
+    if not low <= value <= high:
+        raise refused
+    return value
 
 
 def _epoch(day: date) -> float:
@@ -95,16 +115,26 @@ class RequestQuery:
     limit: int
 
     @classmethod
-    def parse(cls, *, model: str | None, kind: str | None, since: str | None, until: str | None, offset: int,
-              limit: int) -> RequestQuery:
-        """From the page's query string; empty fields mean no filter."""
-        return cls(model or None, kind or None, _day(since, "since"), _day(until, "until"), offset, limit)
+    def parse(cls, *, model: str | None, kind: str | None, since: str | None, until: str | None,
+              offset: str | None, limit: str | None) -> RequestQuery:
+        """From the page's query string, as sent (a link may carry anything); empty fields mean no filter.
+        InvalidRequest for a date that is not one or a page outside what the ledger can cut."""
+        low, high = PAGE_SIZES
+        return cls(model or None, kind or None, _day(since, "since"), _day(until, "until"),
+                   _whole(offset, "offset", default=0, low=0, high=MAX_OFFSET),
+                   _whole(limit, "limit", default=25, low=low, high=high))
+
+    @property
+    def filtered(self) -> bool:
+        """Whether any filter is set."""
+        return any(v is not None for v in (self.model, self.kind, self.since, self.until))
 
     def filter(self) -> RequestFilter:
-        """The ledger query: from the start of `since` to the end of `until`."""
+        """The ledger query: from the start of `since` to the end of `until` (9999-12-31 included: no date
+        arithmetic past it)."""
         return RequestFilter(model=self.model, kind=self.kind,
                              since=_epoch(self.since) if self.since else None,
-                             until=_epoch(self.until + timedelta(days=1)) if self.until else None)
+                             until=_epoch(self.until) + SECONDS_PER_DAY if self.until else None)
 
     def link(self, offset: int) -> str:
         """The URL of the same filters at another offset."""
@@ -119,13 +149,20 @@ def _row(entry: LedgerEntry) -> dict[str, Any]:
             "completion_tokens": entry.completion_tokens, "latency_ms": entry.latency_ms, "cost": entry.cost.total}
 
 
+def _choices(known: list[str], chosen: str | None) -> list[str]:
+    """A filter's options: the values the tenant's rows have, and the chosen one even when none has it (a link
+    may name any), so the form shows the filter that is applied."""
+    return known if chosen is None or chosen in known else [*known, chosen]
+
+
 def requests(runtime: Runtime, tenant: str, query: RequestQuery) -> dict[str, Any]:
     """One page of the tenant's requests, newest first, with the filters' choices and the pages around it."""
     page = runtime.activity.requests(tenant, query.filter(), limit=query.limit, offset=query.offset)
     models, kinds = runtime.activity.facets(tenant)
     return {"title": "Requests", "rows": [_row(e) for e in page.entries], "total": page.total, "query": query,
-            "models": models, "kinds": kinds, "first": page.offset + 1 if page.entries else 0,
-            "last": page.offset + len(page.entries),
+            "models": _choices(models, query.model), "kinds": _choices(kinds, query.kind),
+            "first": page.offset + 1 if page.entries else 0, "last": page.offset + len(page.entries),
+            "start": query.link(0) if query.offset else None,
             "previous": query.link(max(0, page.offset - page.limit)) if page.has_previous else None,
             "next": query.link(page.offset + page.limit) if page.has_next else None}
 

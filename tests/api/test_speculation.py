@@ -63,6 +63,8 @@ def test_prompt_lookup_per_request_and_its_metrics(server: Server) -> None:
         client.chat.completions.create(model=MODEL, messages=ask, max_tokens=4,  # type: ignore[arg-type]
                                        extra_body={"speculation": "sometimes"})
     assert "speculation" in str(refused.value)
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=ask, max_tokens=4,  # type: ignore[arg-type]
-                                       prediction={"type": "image", "content": "x"})  # type: ignore[typeddict-item]
+    for wrong in ({"type": "image", "content": "x"}, {"type": "content", "content": [{"type": "image_url"}]}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=MODEL, messages=ask, max_tokens=4,  # type: ignore[arg-type]
+                                           prediction=wrong)  # type: ignore[arg-type]
+        assert "prediction" in str(refused.value)

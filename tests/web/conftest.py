@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from tests.api.conftest import Server, serve
 
@@ -20,6 +20,9 @@ QUIET = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 ALICE, BOB = "alice-key", "bob-key"
 # Screenshots of every page, kept as the run's artifacts (the README shows copies from docs/console/).
 ARTIFACTS = Path(os.environ.get("MINIMILL_ARTIFACTS", "build/artifacts")) / "console"
+# `expect` waits 5 s by default: on a loaded two-core CI machine a streamed answer or a swap can take longer. A
+# wrong page still fails, only later.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,14 @@
   const key = () => sessionStorage.getItem(KEY);
   const auth = () => (key() ? { Authorization: `Bearer ${key()}` } : {});
   const $ = (selector, root = document) => root.querySelector(selector);
-  // Dollars as the server's pages write them: six significant digits, no exponent, no trailing zeros.
-  const usd = (value) => `$${Number(Number(value).toPrecision(6)).toFixed(12).replace(/\.?0+$/, "")}`;
+  // Dollars as the server's pages write them (views.usd): under a dollar, six significant digits, no exponent,
+  // no trailing zeros; from a dollar, four decimals with thousands separated; the sign before the dollar.
+  function usd(value) {
+    const amount = Math.abs(Number(value));
+    const digits = amount >= 1 ? amount.toLocaleString("en-US", { minimumFractionDigits: 4, maximumFractionDigits: 4 })
+      : Number(amount.toPrecision(6)).toFixed(12).replace(/\.?0+$/, "");
+    return `${value < 0 ? "-" : ""}$${digits}`;
+  }
 
   function reload() {
     htmx.ajax("GET", location.pathname + location.search, { target: "body", swap: "innerHTML" });
@@ -27,6 +33,13 @@
     if (!box) return;
     box.textContent = error ? String(error.message || error) : "";
     box.hidden = !error;
+  }
+
+  // What an answer that is not a page says went wrong: the API's error message, or the status.
+  function messageOf(xhr) {
+    let data = {};
+    try { data = JSON.parse(xhr.responseText); } catch { /* not JSON: the status says it */ }
+    return (data && data.error && data.error.message) || `${xhr.status} ${xhr.statusText}`.trim();
   }
 
   // ---- login -------------------------------------------------------------------------------------------
@@ -53,6 +66,19 @@
     return body;
   }
 
+  // A JSON value as a Python literal: True/False/None for JSON's words (never inside strings, which keep
+  // JSON's quoting: Python reads its escapes the same), nested lines indented from `indent`.
+  function python(value, indent = "") {
+    if (value === null || value === undefined) return "None";
+    if (typeof value === "boolean") return value ? "True" : "False";
+    if (typeof value !== "object") return JSON.stringify(value);
+    const inner = `${indent}    `;
+    const items = Array.isArray(value) ? value.map((v) => python(v, inner))
+      : Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${python(v, inner)}`);
+    const [open, close] = Array.isArray(value) ? ["[", "]"] : ["{", "}"];
+    return items.length ? `${open}\n${items.map((item) => inner + item).join(",\n")},\n${indent}${close}` : open + close;
+  }
+
   function showCode(form) {
     let body;
     try { body = playgroundBody(form); } catch (error) { showError("pg-error", `Tools: ${error.message}`); return; }
@@ -64,10 +90,9 @@
     const extra = {};
     if (cache_id) extra.cache_id = cache_id;
     if (session_id) extra.session_id = session_id;
-    const py = (v) => JSON.stringify(v, null, 4).replace(/\btrue\b/g, "True").replace(/\bfalse\b/g, "False").replace(/\bnull\b/g, "None");
-    let args = `    model=${JSON.stringify(model)},\n    messages=${py(messages).replace(/\n/g, "\n    ")},\n`;
-    for (const [name, v] of Object.entries(rest)) args += `    ${name}=${py(v).replace(/\n/g, "\n    ")},\n`;
-    if (Object.keys(extra).length) args += `    extra_body=${py(extra)},\n`;
+    let args = `    model=${JSON.stringify(model)},\n    messages=${python(messages, "    ")},\n`;
+    for (const [name, v] of Object.entries(rest)) args += `    ${name}=${python(v, "    ")},\n`;
+    if (Object.keys(extra).length) args += `    extra_body=${python(extra, "    ")},\n`;
     $("#pg-code-python").textContent = `import os\nfrom openai import OpenAI\n\n` +
       `client = OpenAI(base_url=${JSON.stringify(url)}, api_key=os.environ.get("MINIMILL_API_KEY", "none"))\n` +
       `answer = client.chat.completions.create(\n${args})\nprint(answer.choices[0].message.content)\nprint(answer.usage)\n`;
@@ -91,7 +116,8 @@
     rows.replaceChildren();
     for (const attempt of router.attempts || []) {
       const tr = rows.insertRow();
-      for (const text of [attempt.model, attempt.passed ? "yes" : "no", attempt.reason, usd(attempt.cost)]) {
+      const passed = attempt.passed === null ? "not checked" : attempt.passed ? "yes" : "no";
+      for (const text of [attempt.model, passed, attempt.reason, usd(attempt.cost)]) {
         tr.insertCell().textContent = text;
       }
     }
@@ -111,6 +137,8 @@
     const started = performance.now();
     let ttft = null;
     let model = null;
+    let usage = null;
+    let routed = false;
     try {
       const response = await fetch("/v1/chat/completions", {
         method: "POST", headers: { ...auth(), "Content-Type": "application/json" },
@@ -143,8 +171,8 @@
           $("#pg-tool-calls-text").textContent = Object.values(calls).map((c) => `${c.name}(${c.arguments})`).join("\n");
           $("#pg-tool-calls").hidden = false;
         }
-        if (chunk.usage) showUsage(chunk.usage, model, ttft);
-        if (chunk.router) showAttempts(chunk.router);
+        if (chunk.usage) { usage = chunk.usage; showUsage(usage, model, ttft); }
+        if (chunk.router) { routed = true; showAttempts(chunk.router); }
       };
       for (;;) {
         const { value, done } = await reader.read();
@@ -156,6 +184,12 @@
           buffer = buffer.slice(end + 2);
           for (const line of event.split("\n")) if (line.startsWith("data: ")) handle(line.slice(6));
         }
+      }
+      // `auto` with one model on its route streams that model's answer as it comes, with no router block:
+      // its one attempt is still shown, as one that nothing checked.
+      if (body.model === "auto" && !routed && usage) {
+        showAttempts({ attempts: [{ model, passed: null, cost: (usage.cost || {}).total,
+                                    reason: "the only model of this task's route: streamed as it came" }] });
       }
       form.dataset.done = "yes";
     } catch (error) {
@@ -199,7 +233,7 @@
     };
     if (!(action in handlers)) return;
     event.preventDefault();
-    try { await handlers[action](); } catch (error) { showError("caches-error", error); }
+    try { await handlers[action](); } catch (error) { showError("page-error", error); }
   });
 
   document.addEventListener("click", async (event) => {
@@ -223,7 +257,7 @@
         await download(target);
       }
     } catch (error) {
-      showError(document.body.dataset.page === "batches" ? "batches-error" : "caches-error", error);
+      showError("page-error", error); // every page has one (htmx swaps the body's content, not its attributes)
     }
   });
 
@@ -236,6 +270,26 @@
   document.addEventListener("htmx:configRequest", (event) => {
     if (key()) event.detail.headers.Authorization = `Bearer ${key()}`;
   });
+
+  // Only our HTML pages are swapped in: an API error (JSON, which may quote the URL) is shown as text; a
+  // fragment whose key was refused gives way to the whole login page.
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const { xhr, target } = event.detail;
+    if (xhr.status === 401 && target !== document.body) {
+      event.detail.shouldSwap = false;
+      reload();
+    } else if (!(xhr.getResponseHeader("Content-Type") || "").startsWith("text/html")) {
+      event.detail.shouldSwap = false;
+      showError("page-error", messageOf(xhr));
+    }
+  });
+  document.addEventListener("htmx:sendError", () => showError("page-error", "The server could not be reached."));
+
+  // Back and forward fetch the page again (nothing is kept in history): with the key, like any page load.
+  document.addEventListener("htmx:historyCacheMiss", (event) => {
+    if (key()) event.detail.xhr.setRequestHeader("Authorization", `Bearer ${key()}`);
+  });
+  document.addEventListener("htmx:historyCacheMissLoadError", reload); // refused: the login page, swapped in
 
   // ---- charts ------------------------------------------------------------------------------------------
   const charts = [];
@@ -269,10 +323,9 @@
 
   function ready() {
     htmx.config.historyCacheSize = 0; // pages hold a tenant's data: never kept in local storage
-    // The login page answers 401 with its form: swap it in like any page; other errors stay where they are.
-    htmx.config.responseHandling = [{ code: "204", swap: false }, { code: "[23]..", swap: true },
-                                    { code: "4..", swap: true },
-                                    { code: "5..", swap: false, error: true }];
+    // Every answer is swapped in like a page (the login page is a 401, a bad filter a 400 page, the ledger
+    // being down a 503 page): `htmx:beforeSwap` above keeps out whatever is not one of our pages.
+    htmx.config.responseHandling = [{ code: "204", swap: false }, { code: "...", swap: true }];
     onLoginPage();
     drawCharts();
   }
