@@ -246,11 +246,12 @@ class Scheduler:
         # Decodes first (one token each, cells reserved above; making room may have preempted some),
         # then prefill chunks with what is left.
         decoders = self._decoders(batch_budget, budget)
-        floor = self.step_cost.floor(len(decoders))
+        rows = len(decoders)  # the decode step's rows, drafts included as they are chosen
         for n, seq in enumerate(decoders):
             later = decoders[n + 1:]  # each still needs its token and its cell
-            draft = self._draft(seq, floor, budget - 1 - len(later), self.cells.free - 1 - len(later),
+            draft = self._draft(seq, rows, len(decoders), budget - 1 - len(later), self.cells.free - 1 - len(later),
                                 batch_budget - 1 - sum(s.batch for s in later) if seq.batch else budget)
+            rows += len(draft)
             items.append(self._plan_tokens(seq, 1, draft))
             budget -= 1 + len(draft)
             batch_budget -= (1 + len(draft)) * seq.batch
@@ -319,15 +320,19 @@ class Scheduler:
                         tokens=(*seq.tokens[start:start + count], *draft), sample=start + count == len(seq.tokens),
                         targets=targets, drafted=len(draft))
 
-    def _draft(self, seq: Sequence, floor: float, budget: int, cells: int, batch_budget: int) -> tuple[int, ...]:
-        """A decoding sequence's speculative draft, as long as pays at `floor` (`StepCost.floor`) and fits what the
-        step leaves it (`budget` tokens, `cells` free cells, `batch_budget` for batch work), its max_tokens and
-        the context."""
+    def _draft(self, seq: Sequence, rows: int, sequences: int, budget: int, cells: int,
+               batch_budget: int) -> tuple[int, ...]:
+        """A decoding sequence's speculative draft: as long as pays in a step of `rows` rows for `sequences`
+        sequences (`StepCost.best_length`), within what the step leaves it (`budget` tokens, `cells` free cells,
+        `batch_budget` for batch work), its max_tokens and the context."""
         if seq.drafter is None:
             return ()
         room = min(budget, cells, batch_budget, seq.max_tokens - seq.num_generated - 1,
                    self.limits.kv_cells - len(seq.tokens))
-        return seq.drafter.propose(seq.tokens, seq.num_prompt, room, floor) if room > 0 else ()
+        if room <= 0:
+            return ()
+        return seq.drafter.propose(seq.tokens, seq.num_prompt, room,
+                                   lambda alpha, most: self.step_cost.best_length(alpha, rows, sequences, most))
 
     def trim(self, seq: Sequence, length: int) -> None:
         """A running sequence stopped inside tokens a draft gave it: keep its first `length` tokens, and KV for

@@ -14,7 +14,6 @@ Pure Python, no llama.cpp: the scheduler holds a `Drafter` per sequence.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,6 +27,8 @@ FORGET = 0.7
 PRIOR_KEPT, PRIOR_MISSED = 1.0, 1.0
 # A sequence whose drafts do not pay rests this many steps before it tries one token again.
 REST_STEPS = 8
+# Draft tokens before any step has been measured.
+PRIOR_DRAFT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +111,9 @@ class PredictionCursor:
 @dataclass(slots=True)
 class Drafter:
     """One sequence's speculation: where drafts come from, how likely its next draft token is to be kept (each
-    token in turn, estimated from its recent steps), and what it has drafted.
-
-    How many to propose: a draft's i-th token is worth its cell when the chance it is kept (alpha^i) exceeds
-    what it costs relative to what a kept token saves (`floor`, from the step's measured cost, `StepCost`):
-    on a GPU nearly free, on a CPU with many sequences in the step nearly a whole token. A sequence whose next
-    token is not worth it rests `REST_STEPS` steps and then tries one."""
+    token in turn, estimated from its recent steps), and what it has drafted. How many to propose is the
+    caller's to weigh (`StepCost.best_length`); a sequence whose drafts do not pay rests `REST_STEPS` steps and
+    then tries one token."""
 
     params: Speculation
     context: NgramIndex | None = None
@@ -138,31 +136,24 @@ class Drafter:
         """The estimated chance that a draft token is kept, given the ones before it were."""
         return self.kept_weight / (self.kept_weight + self.missed_weight)
 
-    def length(self, floor: float) -> int:
-        """How many draft tokens are worth verifying: the most i with alpha^i >= floor, up to max_draft."""
-        alpha = self.alpha
-        if alpha >= 1.0 or floor <= 0.0:
-            return self.params.max_draft
-        if alpha < floor:
-            return 0
-        return min(self.params.max_draft, max(1, int(math.log(floor) / math.log(alpha))))
-
-    def propose(self, tokens: Sequence[int], num_prompt: int, room: int, floor: float = 0.0) -> tuple[int, ...]:
+    def propose(self, tokens: Sequence[int], num_prompt: int, room: int,
+                length: Callable[[float, int], int] | None = None) -> tuple[int, ...]:
         """Draft tokens to follow `tokens` (prompt, then output), at most `room` (the caller's limit: budget,
-        cells, max_tokens, context) and as many as are worth it at `floor` (see the class)."""
+        cells, max_tokens, context) and as many as `length(alpha, most)` says pay (`StepCost.best_length`;
+        None: all of `room`)."""
         if self.context is not None:
             self.context.extend(tokens[len(self.context.tokens):])
         self.last_source = None
         if self.rest > 0:
             self.rest -= 1
             return ()
-        worth = self.length(floor)
-        if worth == 0:
-            self.rest = REST_STEPS
-            worth = 1  # a probe: the estimate only moves when something is drafted
-        limit = min(worth, room)
-        if limit <= 0:
+        most = min(self.params.max_draft, room)
+        if most <= 0:
             return ()
+        limit = most if length is None else length(self.alpha, most)
+        if limit == 0:
+            self.rest = REST_STEPS
+            limit = 1  # a probe: the estimate only moves when something is drafted
         if self.predicted is not None:
             draft = self.predicted.draft(tokens[num_prompt:], limit)
             if draft:
@@ -189,34 +180,53 @@ class Drafter:
 
 @dataclass(slots=True)
 class StepCost:
-    """A step's time as overhead plus a cost per token (least squares over recent decode-sized steps, older ones
-    fading), and from it the floor a draft token's chance of being kept must clear to pay for its row."""
+    """How long a step of so many rows takes, measured (a moving average per row count), and from it how many
+    draft tokens a sequence should add to a step: as many as maximise what they are expected to save (each kept
+    token saves its sequence a step's share, `step / sequences`) less what they add to the step's time. Drafting
+    is nearly free on a GPU; on a few CPU cores a row costs nearly a token, and past some batch size llama.cpp's
+    CPU kernels cost more per row still, which a measured table sees and a straight line would not."""
 
-    prior_floor: float = 0.25
-    forget: float = 0.99
-    _n: float = 0.0
-    _x: float = 0.0
-    _y: float = 0.0
-    _xx: float = 0.0
-    _xy: float = 0.0
+    smoothing: float = 0.2
+    _seconds: dict[int, float] = field(default_factory=dict)
 
-    def observe(self, tokens: int, seconds: float) -> None:
-        """A step of `tokens` rows took `seconds`."""
-        f = self.forget
-        self._n, self._x, self._y = f * self._n + 1, f * self._x + tokens, f * self._y + seconds
-        self._xx, self._xy = f * self._xx + tokens * tokens, f * self._xy + tokens * seconds
+    def observe(self, rows: int, seconds: float) -> None:
+        """A step of `rows` rows took `seconds`."""
+        previous = self._seconds.get(rows)
+        self._seconds[rows] = seconds if previous is None else previous + self.smoothing * (seconds - previous)
 
-    def floor(self, sequences: int) -> float:
-        """For a step decoding `sequences` sequences: a token's cost over what one kept token saves that sequence
-        (its share of a step's overhead plus a token), so drafting pays where alpha^i is above it."""
-        spread = self._n * self._xx - self._x * self._x
-        if self._n < 8 or spread <= 1e-9 * max(1.0, self._xx):
-            return self.prior_floor
-        per_token = (self._n * self._xy - self._x * self._y) / spread
-        overhead = (self._y - per_token * self._x) / self._n
-        if per_token <= 0:
-            return 0.0
-        return min(1.0, per_token / (max(overhead, 0.0) / max(1, sequences) + per_token))
+    def time(self, rows: int) -> float | None:
+        """A step of `rows` rows: measured, or interpolated between the nearest measured sizes, or beyond the
+        largest at its cost per row (never cheaper than measured); None before anything is measured."""
+        if not self._seconds:
+            return None
+        if rows in self._seconds:
+            return self._seconds[rows]
+        below = max((n for n in self._seconds if n < rows), default=None)
+        above = min((n for n in self._seconds if n > rows), default=None)
+        if below is None:
+            assert above is not None
+            return self._seconds[above] * rows / above
+        if above is None:
+            return self._seconds[below] * rows / below
+        share = (rows - below) / (above - below)
+        return self._seconds[below] + share * (self._seconds[above] - self._seconds[below])
+
+    def best_length(self, alpha: float, rows: int, sequences: int, most: int) -> int:
+        """How many draft tokens (0 to `most`) to add to a step of `rows` rows decoding `sequences` sequences, for
+        a sequence whose next draft token is kept with chance `alpha` (each later one given the earlier)."""
+        base = self.time(rows)
+        if base is None:  # nothing measured yet: a short draft, to start measuring
+            return min(most, PRIOR_DRAFT)
+        value = base / max(1, sequences)  # a step's share, what a kept token saves its sequence
+        best, best_gain, expected, chance = 0, 0.0, 0.0, 1.0
+        for k in range(1, most + 1):
+            chance *= alpha
+            expected += chance * value
+            added = self.time(rows + k)
+            gain = expected - ((added if added is not None else base) - base)
+            if gain > best_gain:
+                best, best_gain = k, gain
+        return best
 
 
 def verify(draft: Sequence[int], draw: Callable[[int], int]) -> list[int]:

@@ -27,8 +27,8 @@ class FreeRows(StepCost):
     """A step cost where rows are free (a GPU's): every draft is as long as allowed, so verification is
     exercised on every step whatever this CPU measures."""
 
-    def floor(self, sequences: int) -> float:
-        return 0.0
+    def best_length(self, alpha: float, rows: int, sequences: int, most: int) -> int:
+        return most
 
 
 def speculating(model: LlamaModel, **overrides: object) -> Engine:
