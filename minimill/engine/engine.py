@@ -290,7 +290,7 @@ class Engine(TextOps):
                     seq.shared_namespace = request.reuse.namespace
                 speculation = self._speculation(params)
                 if speculation.enabled and not seq.score_prompt:
-                    seq.drafter = Drafter.start(speculation, request.prompt_tokens)
+                    seq.drafter = Drafter.start(speculation)
                 self.runner.register(key, ChoiceSampler(chain, params.logprobs))
                 choices.append(_Choice(index=index, seq=seq, text=TextStream(params.stop)))
         except InvalidRequest:
@@ -301,8 +301,11 @@ class Engine(TextOps):
                         choices=choices)
 
     def _speculation(self, params: SamplingParams) -> Speculation:
-        """A request's drafting, its own choices over the server's defaults."""
+        """A request's drafting, its own choices over the server's defaults; none on a recurrent or hybrid model,
+        whose memory cannot drop a refused draft's positions."""
         spec, config = params.spec, self.config
+        if self.model.is_recurrent:
+            return Speculation(ngram=False, max_draft=0)
         return Speculation(ngram=config.speculation == "ngram" if spec.ngram is None else spec.ngram,
                            max_draft=config.spec_max_draft if spec.max_draft is None else spec.max_draft,
                            prediction=spec.prediction)
@@ -459,6 +462,8 @@ class Engine(TextOps):
                 assert seq.slot is not None
                 self.scheduler.trim(seq, before + n + 1)
                 self.runner.cut(seq.slot, seq.num_computed)
+                if seq.drafter is not None:  # kept draft tokens after the stop: computed, not in the output
+                    seq.drafter.unkeep(len(tokens) - n - 2)
             self._finish_choice(state, choice)
             return
 
@@ -527,7 +532,8 @@ class Engine(TextOps):
         if callback is None or (computed == 0 and generated == 0) or state.loop.is_closed():
             return
         usage = Usage(prompt_tokens=computed, completion_tokens=generated,
-                      cached_tokens=min(state.choices[0].seq.cached_tokens, computed))
+                      cached_tokens=min(state.choices[0].seq.cached_tokens, computed),
+                      rejected_prediction_tokens=sum(_prediction_use(c.seq)[1] for c in state.choices))
         state.loop.call_soon_threadsafe(callback, state.request.request_id, usage)
 
     def _finish_request(self, state: _Request, outcome: str, abort: bool) -> None:

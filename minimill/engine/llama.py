@@ -150,6 +150,11 @@ class LlamaModel:
         """Bytes of the longest token: a text of n bytes has at least n / longest_piece() tokens."""
         return max(len(self.piece(t)) for t in range(self.n_vocab))
 
+    @property
+    def is_recurrent(self) -> bool:
+        """Whether the model keeps recurrent state (Mamba, RWKV, hybrids): its memory cannot drop a suffix."""
+        return bool(lc.llama_model_is_recurrent(self._model) or lc.llama_model_is_hybrid(self._model))
+
     def is_eog(self, token: int) -> bool:
         """Whether the token ends generation (EOS, EOT, end-of-turn)."""
         return bool(lc.llama_vocab_is_eog(self._vocab, token))

@@ -83,18 +83,24 @@ class NgramIndex:
 class PredictionCursor:
     """Where in a prediction the output has got to: moved on while the output follows it, found again after a
     detour by the output's latest tokens; `followed` counts the output tokens that were the predicted ones
-    (OpenAI's accepted prediction tokens)."""
+    (OpenAI's accepted prediction tokens). The index is built at the first use, on the engine's step thread."""
 
-    index: NgramIndex
+    prediction: tuple[int, ...]
+    index: NgramIndex | None = None
     cursor: int | None = 0
     seen: int = 0  # output tokens already followed
     followed: int = 0
+
+    def _index(self) -> NgramIndex:
+        if self.index is None:
+            self.index = NgramIndex(self.prediction)
+        return self.index
 
     def follow(self, output: Sequence[int]) -> None:
         """Move along the output's tokens not seen yet."""
         for token in output[self.seen:]:
             at = self.cursor
-            if at is not None and at < len(self.index.tokens) and self.index.tokens[at] == token:
+            if at is not None and at < len(self.prediction) and self.prediction[at] == token:
                 self.cursor, self.followed = at + 1, self.followed + 1
             else:
                 self.cursor = None
@@ -104,8 +110,8 @@ class PredictionCursor:
         """The next up to `k` predicted tokens for an output that is `output` so far."""
         self.follow(output)
         if self.cursor is None:
-            self.cursor = self.index.after(output)
-        return () if self.cursor is None else tuple(self.index.tokens[self.cursor:self.cursor + k])
+            self.cursor = self._index().after(output)
+        return () if self.cursor is None else self.prediction[self.cursor:self.cursor + k]
 
 
 @dataclass(slots=True)
@@ -126,10 +132,11 @@ class Drafter:
     accepted: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, params: Speculation, prompt: Sequence[int]) -> Drafter:
-        """A drafter for a sequence with this prompt."""
-        return cls(params=params, context=NgramIndex(prompt) if params.ngram else None,
-                   predicted=PredictionCursor(NgramIndex(params.prediction)) if params.prediction else None)
+    def start(cls, params: Speculation) -> Drafter:
+        """A drafter for a sequence (its context index fills from the tokens `propose` is given)."""
+        # Indexes are filled at the first proposal, on the step thread: a long prompt costs the event loop nothing.
+        return cls(params=params, context=NgramIndex() if params.ngram else None,
+                   predicted=PredictionCursor(params.prediction) if params.prediction else None)
 
     @property
     def alpha(self) -> float:
@@ -165,6 +172,12 @@ class Drafter:
                 self.last_source = "ngram"
                 return draft
         return ()
+
+    def unkeep(self, tokens: int) -> None:
+        """`tokens` of the last draft's kept tokens were dropped after all (the choice stopped before them):
+        computed and not in the output, so counted as refused."""
+        if self.last_source is not None and tokens > 0:
+            self.accepted[self.last_source] -= tokens
 
     def record(self, drafted: int, accepted: int) -> None:
         """What the last proposal came to: `accepted` of its `drafted` tokens were kept (each kept token a

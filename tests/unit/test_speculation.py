@@ -33,7 +33,7 @@ def test_ngram_index_finds_what_followed_the_latest_earlier_occurrence() -> None
 
 
 def test_prediction_cursor_follows_resyncs_and_counts() -> None:
-    cursor = PredictionCursor(NgramIndex([10, 11, 12, 13, 14, 15, 16]))
+    cursor = PredictionCursor((10, 11, 12, 13, 14, 15, 16))
     assert cursor.draft([], 3) == (10, 11, 12)
     assert cursor.draft([10, 11], 2) == (12, 13)
     assert cursor.followed == 2
@@ -46,7 +46,7 @@ def test_prediction_cursor_follows_resyncs_and_counts() -> None:
 
 
 def test_a_drafters_acceptance_rises_with_kept_tokens_and_falls_with_misses_and_it_rests() -> None:
-    drafter = Drafter.start(Speculation(ngram=True, max_draft=8), [1, 2, 3, 4, 5, 1, 2])
+    drafter = Drafter.start(Speculation(ngram=True, max_draft=8))
     assert drafter.alpha == pytest.approx(0.5)
     asked: list[tuple[float, int]] = []
 
@@ -62,6 +62,8 @@ def test_a_drafters_acceptance_rises_with_kept_tokens_and_falls_with_misses_and_
         drafter.record(4, 4)
     assert drafter.alpha > 0.9
     assert drafter.drafted == {"ngram": 22} and drafter.accepted == {"ngram": 22}
+    drafter.unkeep(3)  # the choice stopped before three of the last draft's kept tokens
+    assert drafter.accepted == {"ngram": 19}
     for _ in range(10):
         drafter.last_source = "ngram"
         drafter.record(3, 0)
@@ -74,7 +76,7 @@ def test_a_drafters_acceptance_rises_with_kept_tokens_and_falls_with_misses_and_
 
 
 def test_a_prediction_is_drafted_before_the_context() -> None:
-    drafter = Drafter.start(Speculation(ngram=True, max_draft=4, prediction=(7, 8, 9)), [1, 2, 7, 8, 5])
+    drafter = Drafter.start(Speculation(ngram=True, max_draft=4, prediction=(7, 8, 9)))
     assert drafter.propose([1, 2, 7, 8, 5, 7], 5, room=4) == (8, 9)
     assert drafter.last_source == "prediction"
     assert drafter.propose([1, 2, 7, 8, 5, 7, 3, 1, 2], 5, room=4) == (7, 8, 5, 7)  # lost: the context's turn
@@ -158,7 +160,7 @@ def decoding(scheduler: Scheduler, prompt: list[int], drafter: Drafter | None, m
 def test_the_scheduler_plans_a_draft_and_keeps_what_was_accepted() -> None:
     scheduler = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=64, retain_cells=0))
     prompt = [11, 12, 13, 14, 15, 16, 11, 12]
-    seq = decoding(scheduler, prompt, Drafter.start(Speculation(ngram=True, max_draft=4), prompt))
+    seq = decoding(scheduler, prompt, Drafter.start(Speculation(ngram=True, max_draft=4)))
     # Tokens so far end "11 12 13": the context saw "14 15 16 11" after that.
     plan = scheduler.schedule()
     (item,) = plan.items
@@ -181,11 +183,11 @@ def test_the_scheduler_plans_a_draft_and_keeps_what_was_accepted() -> None:
 def test_a_draft_never_passes_max_tokens_or_the_budget() -> None:
     scheduler = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=16, retain_cells=0))
     prompt = [11, 12, 13, 14, 15, 16, 17, 18, 19, 11, 12]
-    decoding(scheduler, prompt, Drafter.start(Speculation(ngram=True, max_draft=8), prompt), max_tokens=3)
+    decoding(scheduler, prompt, Drafter.start(Speculation(ngram=True, max_draft=8)), max_tokens=3)
     (item,) = scheduler.schedule().items
     assert item.drafted == 1  # 1 generated, this step's token and one draft make max_tokens
     crowded = Scheduler(SchedulerLimits(kv_cells=256, max_seqs=4, step_tokens=16, retain_cells=0))
     long = [*range(100, 130), 100, 101]
-    decoding(crowded, long, Drafter.start(Speculation(ngram=True, max_draft=32), long), max_tokens=64)
+    decoding(crowded, long, Drafter.start(Speculation(ngram=True, max_draft=32)), max_tokens=64)
     plan = crowded.schedule()
     assert plan.num_tokens == 16 and plan.items[0].drafted == 15  # the step's budget, not the 30 it could copy
