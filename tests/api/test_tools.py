@@ -141,3 +141,18 @@ def test_what_cannot_be_done_is_a_400_that_says_why(tooled: Server) -> None:
     parts = create(tooled, messages=[{"role": "user", "content": [{"type": "text", "text": "Say hi."}]}],
                    max_tokens=8)
     assert parts.choices[0].message.content
+
+
+def test_tool_calls_are_the_same_with_prompt_lookup_drafts(tooled: Server) -> None:
+    # The tool schemas are in the prompt, so looked-up drafts propose their names and keys; the grammar that
+    # constrains a call's arguments samples the drafted positions like any other.
+    before = tooled.metric("minimill_spec_drafted_tokens_total")
+    for choice in ("auto", "required", {"type": "function", "function": {"name": "add"}}):
+        plain = create(tooled, messages=ASK, tools=TOOLS, tool_choice=choice)
+        drafted = create(tooled, messages=ASK, tools=TOOLS, tool_choice=choice,
+                         extra_body={"speculation": "ngram", "speculation_max_draft": 8})
+        assert drafted.choices[0].finish_reason == plain.choices[0].finish_reason
+        assert [(c.function.name, c.function.arguments) for c in drafted.choices[0].message.tool_calls or []] == \
+            [(c.function.name, c.function.arguments) for c in plain.choices[0].message.tool_calls or []]
+        assert drafted.choices[0].message.content == plain.choices[0].message.content
+    assert tooled.metric("minimill_spec_drafted_tokens_total") > before
