@@ -247,10 +247,12 @@ class Scheduler:
         # then prefill chunks with what is left.
         decoders = self._decoders(batch_budget, budget)
         rows = len(decoders)  # the decode step's rows, drafts included as they are chosen
+        batch_later = sum(s.batch for s in decoders)
         for n, seq in enumerate(decoders):
-            later = decoders[n + 1:]  # each still needs its token and its cell
-            draft = self._draft(seq, rows, len(decoders), budget - 1 - len(later), self.cells.free - 1 - len(later),
-                                batch_budget - 1 - sum(s.batch for s in later) if seq.batch else budget)
+            later = len(decoders) - n - 1  # each still needs its token and its cell
+            batch_later -= seq.batch
+            draft = self._draft(seq, rows, len(decoders), budget - 1 - later, self.cells.free - 1 - later,
+                                batch_budget - 1 - batch_later if seq.batch else budget)
             rows += len(draft)
             items.append(self._plan_tokens(seq, 1, draft))
             budget -= 1 + len(draft)
