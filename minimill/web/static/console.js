@@ -275,7 +275,9 @@
   // fragment whose key was refused gives way to the whole login page.
   document.addEventListener("htmx:beforeSwap", (event) => {
     const { xhr, target } = event.detail;
-    if (xhr.status === 401 && target !== document.body) {
+    if (xhr.status === 401 && target === document.body) {
+      sessionStorage.removeItem(KEY); // a refused key is forgotten before its error shows, not after the swap settles
+    } else if (xhr.status === 401) {
       event.detail.shouldSwap = false;
       reload();
     } else if (!(xhr.getResponseHeader("Content-Type") || "").startsWith("text/html")) {
