@@ -85,10 +85,15 @@ def serve(
     batch_max_seqs: Annotated[int | None, typer.Option(
         help="Batch API sequences at once [1/8 of --max-seqs]; the rest is kept for online requests.")] = None,
     speculation: Annotated[str | None, typer.Option(
-        help="Speculative decoding by prompt lookup, for requests that do not choose: ngram or off; the output "
-             "is the same, each sequence drafts what followed its last tokens earlier in its context [off].")] = None,
+        help="Speculative decoding for requests that do not choose: ngram (each sequence drafts what followed its "
+             "last tokens earlier in its context), draft (the --draft-model guesses) or off; the output is the "
+             "same [draft with --draft-model, else off].")] = None,
     spec_max_draft: Annotated[int | None, typer.Option(
-        help="Most draft tokens a sequence verifies in one step (prompt lookup and Predicted Outputs) [8].")] = None,
+        help="Most draft tokens a sequence verifies in one step (prompt lookup, draft model, Predicted Outputs) "
+             "[8].")] = None,
+    draft_model: Annotated[str | None, typer.Option(
+        help="A smaller model with the same vocabulary (catalogue id or .gguf path) that drafts tokens for the "
+             "served models sharing it; refused if it shares none.")] = None,
     upstream: Annotated[list[str] | None, typer.Option(
         help="Serve a remote OpenAI-compatible model: NAME=URL[,model=ID][,key-env=VAR][,timeout=S][,input=P]"
              "[,cached-input=P][,output=P] (USD per 1M tokens); repeat for several.")] = None,
@@ -120,7 +125,8 @@ def serve(
                               default_session_ttl=session_ttl,
                               max_session_ttl=max_session_ttl, batch_step_tokens=batch_step_tokens,
                               batch_idle_step_tokens=batch_idle_step_tokens, batch_max_seqs=batch_max_seqs,
-                              speculation=speculation, spec_max_draft=spec_max_draft, upstreams=upstream,
+                              speculation=speculation, spec_max_draft=spec_max_draft, draft_model=draft_model,
+                              upstreams=upstream,
                               default_model=default_model,
                               default_quality_ratio=default_quality_ratio,
                               min_confidence=min_confidence)

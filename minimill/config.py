@@ -16,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KVType = Literal["f16", "bf16", "q8_0", "q4_0"]
+SpecMethod = Literal["ngram", "draft", "off"]  # speculative decoding: prompt lookup, the draft model, none
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +55,13 @@ class EngineConfig:
     batch_step_tokens: int = 8
     batch_idle_step_tokens: int = 128
     batch_max_seqs: int | None = None
-    # Speculative decoding by prompt lookup: a decoding sequence drafts the tokens that followed the latest
-    # earlier occurrence of its last few tokens, verified in the same step (the output is unchanged); how many
-    # follows each sequence's acceptance, up to `spec_max_draft`. A request may turn it on or off.
-    speculation: Literal["ngram", "off"] = "off"
+    # Speculative decoding, verified in the same step (the output is unchanged): by prompt lookup ("ngram": a
+    # decoding sequence drafts the tokens that followed the latest earlier occurrence of its last few tokens) or
+    # by `draft_model` ("draft": a smaller model with the same vocabulary, a catalogue id or a .gguf path); how
+    # many follows each sequence's acceptance, up to `spec_max_draft`. A request may choose for itself.
+    speculation: SpecMethod = "off"
     spec_max_draft: int = 8
+    draft_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.kv_size < 256:
@@ -79,6 +82,8 @@ class EngineConfig:
             raise ValueError("batch_max_seqs must be between 1 and max_seqs")
         if not 0 <= self.spec_max_draft <= 64:
             raise ValueError("spec_max_draft must be between 0 and 64")
+        if self.speculation == "draft" and self.draft_model is None:
+            raise ValueError("speculation 'draft' needs a draft model (--draft-model)")
 
 
 def is_loopback(host: str) -> bool:
@@ -286,8 +291,9 @@ class EnvSettings(BaseSettings):
     batch_step_tokens: int | None = None
     batch_idle_step_tokens: int | None = None
     batch_max_seqs: int | None = None
-    speculation: Literal["ngram", "off"] | None = None
+    speculation: SpecMethod | None = None
     spec_max_draft: int | None = None
+    draft_model: str | None = None
     default_cache_ttl: float | None = None
     max_cache_ttl: float | None = None
     default_session_ttl: float | None = None
@@ -324,6 +330,8 @@ def build_config(**overrides: object) -> Config:
     """Merge flags (`overrides`, None = not given) over `MINIMILL_*` env over defaults."""
     merged: dict[str, Any] = {k: v for k, v in EnvSettings().model_dump().items() if v is not None}
     merged.update({k: v for k, v in overrides.items() if v is not None})
+    if merged.get("draft_model") and not merged.get("speculation"):  # a draft model is given to be used
+        merged["speculation"] = "draft"
     def section(kind: type[Any]) -> dict[str, Any]:
         return {k: v for k, v in merged.items() if k in kind.__dataclass_fields__}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 
 from minimill.batch.files import FileStore
 from minimill.batch.store import BatchStore
@@ -86,17 +87,24 @@ class Runtime:
         ledger = Ledger(config.billing.ledger_url or f"sqlite:///{config.data_dir.resolve() / 'ledger.sqlite3'}")
         engines: dict[str, EngineClient] = {}
         specs: dict[str, ModelSpec] = {}
+        vocabularies: dict[str, LlamaModel] = {}
         try:
             for name in config.models:
                 spec = resolve(name, config.data_dir)
-                engines[spec.id] = EngineClient(_engine_spec(config, spec), LlamaModel(spec.path, vocab_only=True),
-                                                metrics, log_level=logging.getLogger().getEffectiveLevel())
                 specs[spec.id] = spec
+                vocabularies[spec.id] = LlamaModel(spec.path, vocab_only=True)
+            drafts = _drafts_for(config, vocabularies)
+            for model_id, spec in specs.items():
+                engine_spec = replace(_engine_spec(config, spec), draft_model_path=drafts.get(model_id))
+                engines[model_id] = EngineClient(engine_spec, vocabularies[model_id], metrics,
+                                                 log_level=logging.getLogger().getEffectiveLevel())
             upstreams = {spec.name: Upstream(spec) for spec in config.routing.upstreams}
             _check_names(config, [*engines], [*upstreams])
         except Exception:
             for engine in engines.values():
                 engine.close()
+            for vocabulary in vocabularies.values():
+                vocabulary.close()
             ledger.close()
             raise
         measurements = ThroughputStore(config.data_dir / "throughput.json")
@@ -172,6 +180,31 @@ def _check_names(config: Config, local: list[str], upstream: list[str]) -> None:
     override = config.routing.default_model
     if override is not None and override not in [*local, *upstream]:
         raise ValueError(f"the default model {override!r} is not served (served: {', '.join([*local, *upstream])})")
+
+
+def _drafts_for(config: Config, targets: dict[str, LlamaModel]) -> dict[str, Path]:
+    """The draft model's file for each served model it can draft for: those whose vocabulary it shares, itself
+    excepted. ValueError naming the difference when it can draft for none (a draft model that cannot be used is
+    a mistake worth stopping for)."""
+    name = config.engine.draft_model
+    if name is None:
+        return {}
+    try:
+        spec = resolve(name, config.data_dir)
+    except NotFound as exc:
+        raise ValueError(f"--draft-model: {exc.message}") from exc
+    draft = LlamaModel(spec.path, vocab_only=True)
+    try:
+        differences = {model: target.vocabulary_differs(draft) for model, target in targets.items()
+                       if target.path != spec.path}
+    finally:
+        draft.close()
+    usable = {model: spec.path for model, difference in differences.items() if difference is None}
+    if not usable:
+        why = "; ".join(f"{model}: {difference}" for model, difference in differences.items())
+        raise ValueError(f"--draft-model {name} cannot draft for any served model: "
+                         + (f"its vocabulary differs ({why})" if why else "it is the only model served"))
+    return usable
 
 
 def _digest(config: Config, spec: ModelSpec) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from minimill.config import EngineConfig
 from minimill.engine.admission import Admission, AdmissionLimits
+from minimill.engine.draft_model import DraftAsk, DraftModel
 from minimill.engine.llama import (
     ContextShape,
     LlamaContext,
@@ -123,7 +124,8 @@ class Engine(TextOps):
     """One model served: tokenization, chat templates, and generation with continuous batching."""
 
     def __init__(self, name: str, model: LlamaModel, config: EngineConfig, metrics: Metrics,
-                 tiers: TierStore | None = None, prefixes: PrefixDisk | None = None) -> None:
+                 tiers: TierStore | None = None, prefixes: PrefixDisk | None = None,
+                 draft: LlamaModel | None = None) -> None:
         self.name = name
         # Without a store, pinned KV lives in RAM only (tests, benchmarks); `serve` passes one with a disk tier,
         # and `prefixes`, the disk below RAM for finished prefixes.
@@ -140,8 +142,9 @@ class Engine(TextOps):
         self.ctx = LlamaContext(model, shape)
         self.n_ctx = min(self.ctx.n_ctx, model.n_ctx_train)
         self.longest_piece = model.longest_piece()  # bounds a prompt's tokens from its characters
+        # A step's rows fit one decode: llama.cpp caps a batch at the context's cells (a small --kv-size).
         self.scheduler = Scheduler(SchedulerLimits(kv_cells=self.ctx.n_ctx, max_seqs=config.max_seqs,
-                                                   step_tokens=config.step_tokens,
+                                                   step_tokens=min(config.step_tokens, self.ctx.n_batch),
                                                    retain_cells=config.retain_cells,
                                                    retain_ram_bytes=config.ram_tier_bytes if config.retain_ram else 0,
                                                    batch_step_tokens=config.batch_step_tokens,
@@ -149,6 +152,11 @@ class Engine(TextOps):
                                                    batch_max_seqs=config.batch_max_seqs, holder_slots=holders),
                                    below_ram=prefixes.add if prefixes is not None else None)
         self.runner = Runner(self.ctx)
+        # The draft model's KV holds what the running sequences hold (and finished ones as prefixes to copy), in
+        # f16: its drafts are only verified, so they need not be batch-invariant, and f16 is the faster type here.
+        self.drafts = None if draft is None else DraftModel(draft, ContextShape(
+            n_ctx=config.kv_size, n_seq_max=min(MAX_LLAMA_SEQS, 2 * config.max_seqs),
+            n_batch=config.step_tokens + config.max_seqs, threads=threads, kv_type="f16"))
         self.admission = Admission(AdmissionLimits(max_delay=config.max_queue_delay, max_waiting=config.max_queue,
                                                    slots=config.max_seqs))
         self.template = chat_template_of(model)
@@ -304,9 +312,14 @@ class Engine(TextOps):
         """A request's drafting, its own choices over the server's defaults; none on a recurrent or hybrid model,
         whose memory cannot drop a refused draft's positions."""
         spec, config = params.spec, self.config
+        if spec.method == "draft" and self.drafts is None:
+            raise InvalidRequest("speculation 'draft' needs a draft model, and this server was started without one "
+                                 "(minimill serve --draft-model NAME)", param="speculation")
+        method = spec.method or config.speculation
         if self.model.is_recurrent:
             return Speculation(ngram=False, max_draft=0)
-        return Speculation(ngram=config.speculation == "ngram" if spec.ngram is None else spec.ngram,
+        # The server's default "draft" on a model the draft model cannot draft for (another vocabulary): none.
+        return Speculation(ngram=method == "ngram", model=method == "draft",
                            max_draft=config.spec_max_draft if spec.max_draft is None else spec.max_draft,
                            prediction=spec.prediction)
 
@@ -399,7 +412,11 @@ class Engine(TextOps):
     def _step(self) -> None:
         if self.config.retain_ram:  # finished prefixes saved in RAM get what pinned KV leaves of the budget
             self.scheduler.ram.resize(self.config.ram_tier_bytes - self.tiers.bytes_in("ram"))
+        drafting = self._draft_ahead() if self.drafts is not None else []
         plan = self.scheduler.schedule()
+        for seq in drafting:  # a guess not planned this step is stale by the next
+            assert seq.drafter is not None
+            seq.drafter.ahead = ()
         # A step of batch work only may be cut short by an online request (`_submit`): it then waits for
         # nothing but its own step. The batch tokens are planned again.
         self._interruptible = bool(plan.items) and all(self._live[i.key].request.priority == "batch"
@@ -430,6 +447,31 @@ class Engine(TextOps):
         for seq in advanced:
             self._on_tokens(seq, by_key[seq.key])
         self._record(plan.num_tokens, len(result.sampled))
+
+    def _draft_ahead(self) -> list[Seq]:
+        """The draft model's guesses for the sequences that decode next, as long as pays (`StepCost.best_length`
+        with what a draft token costs to make) or one token (a probe: the scheduler rests a sequence whose drafts
+        do not pay). Returns the sequences it drafted for."""
+        assert self.drafts is not None
+        scheduler = self.scheduler
+        decoding = [s for s in scheduler.running if not s.in_prefill]
+        extra = self.drafts.row_seconds or 0.0
+        scheduler.draft_row_seconds = extra
+        asks: dict[int, tuple[Seq, DraftAsk]] = {}
+        for seq in decoding:
+            if seq.drafter is None or not seq.drafter.wants_model():
+                continue
+            room = min(seq.drafter.params.max_draft, seq.max_tokens - seq.num_generated - 1,
+                       self.n_ctx - len(seq.tokens) - 1)
+            if room > 0:
+                length = scheduler.step_cost.best_length(seq.drafter.alpha, len(decoding), len(decoding), room, extra)
+                asks[seq.key] = (seq, DraftAsk(key=seq.key, tokens=seq.tokens, length=max(1, length)))
+        guesses = self.drafts.draft([ask for _, ask in asks.values()])
+        for key, draft in guesses.items():
+            drafter = asks[key][0].drafter
+            assert drafter is not None
+            drafter.ahead = draft
+        return [seq for seq, _ in asks.values()]
 
     def _count_drafts(self, plan: StepPlan, sampled: dict[int, list[SampledToken]]) -> None:
         """Metrics of the step's drafts, by where they came from."""
@@ -523,6 +565,8 @@ class Engine(TextOps):
     def _release_choice(self, choice: _Choice) -> None:
         self._live.pop(choice.seq.key, None)
         self.runner.unregister(choice.seq.key)
+        if self.drafts is not None:
+            self.drafts.release(choice.seq.key)
 
     def _bill_aborted(self, state: _Request) -> None:
         """Hand what an aborted request computed so far to its `on_abort` (nothing, if nothing was)."""
@@ -548,6 +592,8 @@ class Engine(TextOps):
 
     def _fail_all(self, exc: Exception) -> None:
         self.ctx.clear()
+        if self.drafts is not None:
+            self.drafts.clear()
         self.scheduler.reset()
         self.admission.forget_prompts()
         error = EngineUnavailable(f"the engine failed while decoding ({exc}) and was reset; please retry",
@@ -571,4 +617,6 @@ class Engine(TextOps):
         for state in {id(s): s for s in self._live.values()}.values():
             state.send(EngineUnavailable("the engine was shut down"))
         self.runner.close()
+        if self.drafts is not None:
+            self.drafts.close()
         self.ctx.close()

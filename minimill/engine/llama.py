@@ -150,6 +150,18 @@ class LlamaModel:
         """Bytes of the longest token: a text of n bytes has at least n / longest_piece() tokens."""
         return max(len(self.piece(t)) for t in range(self.n_vocab))
 
+    def vocabulary_differs(self, other: LlamaModel) -> str | None:
+        """How `other`'s vocabulary differs from this one's (None: the same ids stand for the same text and
+        specials), so that one model's tokens can be read by the other (a draft model's)."""
+        if other.n_vocab != self.n_vocab:
+            return f"{other.n_vocab} tokens against {self.n_vocab}"
+        if (other.bos, other.eos, other.add_bos) != (self.bos, self.eos, self.add_bos):
+            return "different special tokens (BOS/EOS)"
+        for token in range(self.n_vocab):
+            if other.special_text(token) != self.special_text(token):
+                return f"token {token} is {other.special_text(token)!r} against {self.special_text(token)!r}"
+        return None
+
     @property
     def is_recurrent(self) -> bool:
         """Whether the model keeps recurrent state (Mamba, RWKV, hybrids): its memory cannot drop a suffix."""
@@ -419,6 +431,7 @@ class LlamaContext:
         self._ctx = ctx
         self._memory = lc.llama_get_memory(ctx)
         self.n_ctx: int = lc.llama_n_ctx(ctx)
+        self.n_batch: int = lc.llama_n_batch(ctx)  # llama.cpp caps it at n_ctx: the most rows one decode takes
         # An interruptible decode: ggml asks the abort callback between graph nodes. A Python callback
         # would take the GIL a thousand times a step, so the callback is libc's strlen on a 2-byte flag:
         # nonzero (abort) exactly when the flag's first byte is set, with no Python involved.

@@ -26,6 +26,7 @@ class EngineSpec:
     tier_directory: Path | None
     tier_limits: TierLimits
     system_fingerprint: str = "fp_unknown"  # the model file and engine build, on every response
+    draft_model_path: Path | None = None  # a smaller model with the same vocabulary, drafting (`--draft-model`)
 
 
 # ---- commands (server → engine process) ----------------------------------------------------------

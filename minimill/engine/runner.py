@@ -41,7 +41,7 @@ class Runner:
 
     def __init__(self, ctx: LlamaContext) -> None:
         self.ctx = ctx
-        self.batch = TokenBatch(ctx.shape.n_batch)
+        self.batch = TokenBatch(ctx.n_batch)
         self.samplers: dict[int, ChoiceSampler] = {}
         self.swapped: dict[int, bytes] = {}  # KV of preempted sequences, by key, until swapped in
 

@@ -119,6 +119,7 @@ class Scheduler:
         self.counters = SchedulerCounters()
         self.ram = RetainedRam(limits.retain_ram_bytes, evicted=below_ram)  # `below_ram`: the disk for its evictions
         self.step_cost = StepCost()  # what a row of a decode step costs: how long drafts may be
+        self.draft_row_seconds = 0.0  # what a draft model's token costs to make (measured by the engine's)
         self._clear()
 
     def _clear(self) -> None:
@@ -333,8 +334,9 @@ class Scheduler:
                    self.limits.kv_cells - len(seq.tokens))
         if room <= 0:
             return ()
+        extra = self.draft_row_seconds if seq.drafter.params.model else 0.0
         return seq.drafter.propose(seq.tokens, seq.num_prompt, room,
-                                   lambda alpha, most: self.step_cost.best_length(alpha, rows, sequences, most))
+                                   lambda alpha, most: self.step_cost.best_length(alpha, rows, sequences, most, extra))
 
     def trim(self, seq: Sequence, length: int) -> None:
         """A running sequence stopped inside tokens a draft gave it: keep its first `length` tokens, and KV for

@@ -1,5 +1,6 @@
-"""Speculative decoding without a second model: drafts looked up in a sequence's own context (prompt lookup)
-or in a prediction the user sent (OpenAI's Predicted Outputs), and how many to propose.
+"""Speculative decoding: drafts looked up in a sequence's own context (prompt lookup), in a prediction the user
+sent (OpenAI's Predicted Outputs), or guessed by a draft model (`draft_model`, run by the engine before the step
+is planned), and how many to propose.
 
 A draft is only a guess at the next tokens. The scheduler puts it after the sequence's last token in the step's
 one `llama_decode`; the runner samples every position with the sequence's own sampler chain and keeps the
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-DraftSource = Literal["ngram", "prediction"]
+DraftSource = Literal["ngram", "prediction", "draft"]
 # The longest suffix looked up; a single token is too weak a clue in one's own context, not in a prediction.
 MAX_NGRAM = 4
 MIN_NGRAM_CONTEXT = 2
@@ -33,17 +34,18 @@ PRIOR_DRAFT = 2
 
 @dataclass(frozen=True, slots=True)
 class Speculation:
-    """What a sequence drafts, resolved against the server's defaults: prompt lookup on or off, at most
-    `max_draft` tokens a step, and a prediction's tokens (empty: none)."""
+    """What a sequence drafts, resolved against the server's defaults: prompt lookup on or off, the draft model
+    on or off, at most `max_draft` tokens a step, and a prediction's tokens (empty: none)."""
 
     ngram: bool
     max_draft: int
     prediction: tuple[int, ...] = ()
+    model: bool = False
 
     @property
     def enabled(self) -> bool:
         """Whether anything will be drafted."""
-        return self.max_draft > 0 and (self.ngram or bool(self.prediction))
+        return self.max_draft > 0 and (self.ngram or self.model or bool(self.prediction))
 
 
 class NgramIndex:
@@ -128,6 +130,7 @@ class Drafter:
     missed_weight: float = PRIOR_MISSED
     rest: int = 0
     last_source: DraftSource | None = None
+    ahead: tuple[int, ...] = ()  # the draft model's guess for this step (the engine's, made before planning)
     drafted: dict[str, int] = field(default_factory=dict)  # by source
     accepted: dict[str, int] = field(default_factory=dict)
 
@@ -171,7 +174,15 @@ class Drafter:
             if draft:
                 self.last_source = "ngram"
                 return draft
+        if self.ahead:
+            self.last_source = "draft"
+            return self.ahead[:limit]
         return ()
+
+    def wants_model(self) -> bool:
+        """Whether the draft model should guess for this sequence before the next step: it drafts with the model
+        and is not resting (a prediction it still follows is tried first, but may stop matching)."""
+        return self.params.model and self.params.max_draft > 0 and self.rest == 0
 
     def unkeep(self, tokens: int) -> None:
         """`tokens` of the last draft's kept tokens were dropped after all (the choice stopped before them):
@@ -224,9 +235,10 @@ class StepCost:
         share = (rows - below) / (above - below)
         return self._seconds[below] + share * (self._seconds[above] - self._seconds[below])
 
-    def best_length(self, alpha: float, rows: int, sequences: int, most: int) -> int:
+    def best_length(self, alpha: float, rows: int, sequences: int, most: int, extra: float = 0.0) -> int:
         """How many draft tokens (0 to `most`) to add to a step of `rows` rows decoding `sequences` sequences, for
-        a sequence whose next draft token is kept with chance `alpha` (each later one given the earlier)."""
+        a sequence whose next draft token is kept with chance `alpha` (each later one given the earlier) and costs
+        `extra` seconds to make (a draft model's row; prompt lookup's cost nothing)."""
         base = self.time(rows)
         if base is None:  # nothing measured yet: a short draft, to start measuring
             return min(most, PRIOR_DRAFT)
@@ -236,7 +248,7 @@ class StepCost:
             chance *= alpha
             expected += chance * value
             added = self.time(rows + k)
-            gain = expected - ((added if added is not None else base) - base)
+            gain = expected - ((added if added is not None else base) - base) - k * extra
             if gain > best_gain:
                 best, best_gain = k, gain
         return best

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from minimill.config import SpecMethod
+
 FinishReason = Literal["stop", "length", "abort"]
 KVTier = Literal["live", "ram", "disk"]
 Priority = Literal["online", "batch"]
@@ -17,11 +19,12 @@ Priority = Literal["online", "batch"]
 
 @dataclass(frozen=True, slots=True)
 class SpecParams:
-    """A request's speculative decoding: prompt lookup on, off or as the server's default (None), at most
-    `max_draft` draft tokens a step (None: the server's), and the tokens of a prediction of the output
-    (OpenAI's Predicted Outputs; empty: none). Drafts never change what is sampled, only how many steps it takes."""
+    """A request's speculative decoding: `method` prompt lookup ("ngram"), the server's draft model ("draft"),
+    "off", or the server's default (None); at most `max_draft` draft tokens a step (None: the server's); and the
+    tokens of a prediction of the output (OpenAI's Predicted Outputs; empty: none). Drafts never change what is
+    sampled, only how many steps it takes."""
 
-    ngram: bool | None = None
+    method: SpecMethod | None = None
     max_draft: int | None = None
     prediction: tuple[int, ...] = ()
 

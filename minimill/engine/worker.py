@@ -59,7 +59,8 @@ def main(conn: Connection, spec: EngineSpec, log_level: int = logging.WARNING) -
     config = spec.config
     prefixes = (PrefixDisk(spec.tier_fingerprint, spec.tier_directory / "prefixes", config.prefix_disk_bytes)
                 if spec.tier_directory is not None and config.retain_ram and config.prefix_disk_bytes > 0 else None)
-    engine = Engine(spec.name, model, config, metrics, tiers, prefixes)
+    draft = LlamaModel(spec.draft_model_path) if spec.draft_model_path is not None else None
+    engine = Engine(spec.name, model, config, metrics, tiers, prefixes, draft)
     try:
         asyncio.run(_Worker(conn, engine, metrics).serve())
     finally:
@@ -67,6 +68,8 @@ def main(conn: Connection, spec: EngineSpec, log_level: int = logging.WARNING) -
         tiers.close()  # queued disk writes land before the process exits
         if prefixes is not None:
             prefixes.close()
+        if draft is not None:
+            draft.close()
         model.close()
 
 

@@ -75,8 +75,7 @@ def max_tokens_for(requested: int | None, prompt_len: int, n_ctx: int) -> int:
 
 def speculation(body: SamplingFields, prediction: Sequence[int] = ()) -> SpecParams:
     """The request's speculative decoding: its own choices (None: the server's) and a prediction's tokens."""
-    return SpecParams(ngram=None if body.speculation is None else body.speculation == "ngram",
-                      max_draft=body.speculation_max_draft, prediction=tuple(prediction))
+    return SpecParams(method=body.speculation, max_draft=body.speculation_max_draft, prediction=tuple(prediction))
 
 
 def sampling_params(body: SamplingFields, engine: EngineClient, prompt_len: int, *, max_tokens: int | None,

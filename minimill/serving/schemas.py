@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from minimill.config import SpecMethod
+
 log = logging.getLogger(__name__)
 Item = TypeVar("Item", "FileObject", "BatchObject")
 
@@ -154,9 +156,10 @@ class SamplingFields(OpenAIRequest):
     session_id: str | None = Field(default=None, min_length=1, max_length=256)
     prompt_cache_key: str | None = Field(default=None, min_length=1, max_length=256)
     session_ttl_seconds: float | None = Field(default=None, gt=0)
-    # minimill: speculative decoding by prompt lookup for this request (the server's default when not given), and
-    # the most draft tokens a step; the output is the same either way, only the steps it takes differ
-    speculation: Literal["ngram", "off"] | None = None
+    # minimill: speculative decoding for this request, by prompt lookup or the server's draft model (the server's
+    # default when not given), and the most draft tokens a step; the output is the same either way, only the
+    # steps it takes differ
+    speculation: SpecMethod | None = None
     speculation_max_draft: int | None = Field(default=None, ge=0, le=64)
 
     @property

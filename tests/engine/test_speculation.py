@@ -27,7 +27,7 @@ class FreeRows(StepCost):
     """A step cost where rows are free (a GPU's): every draft is as long as allowed, so verification is
     exercised on every step whatever this CPU measures."""
 
-    def best_length(self, alpha: float, rows: int, sequences: int, most: int) -> int:
+    def best_length(self, alpha: float, rows: int, sequences: int, most: int, extra: float = 0.0) -> int:
         return most
 
 
