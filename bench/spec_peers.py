@@ -1,8 +1,9 @@
-"""Issue 16 benchmark: speculative decoding by prompt lookup and Predicted Outputs, minimill against itself
-without speculation and against llama.cpp's llama-server with and without its n-gram speculation, same model
-file and threads, one server after another in one run.
+"""Issue 16 benchmark: speculative decoding by prompt lookup, a draft model and Predicted Outputs, minimill
+against itself without speculation and against llama.cpp's llama-server with and without its n-gram and
+draft-model speculation, same model files and threads, one server after another in one run.
 
     python -m bench.peers build && python -m bench.spec_peers --model qwen2.5-coder-1.5b --rows 8
+    python -m bench.spec_peers --servers "minimill,minimill draft,llama-server draft"   # a subset
 
 - W1 rows (cleaning copies most of the row): the prefix and one row per request, <= 24 greedy tokens, at 1 and 8
   in flight: output tokens/s and rows/s.
@@ -73,20 +74,27 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--spec-max-draft", type=int, default=8)
+    parser.add_argument("--draft-model", default="qwen2.5-coder-0.5b", help="the draft model for both servers")
+    parser.add_argument("--servers", default=None, help="comma-separated names of the servers to run [all]")
     args = parser.parse_args()
     peers.build_llama_server()
 
     def commands(port: int) -> dict[str, tuple[list[str], bool]]:
         spec = ["--speculation", "ngram", "--spec-max-draft", str(args.spec_max_draft)]
         peer = peers.llama_server_command(port, args.threads, args.model)
+        draft = ["--draft-model", args.draft_model, "--spec-max-draft", str(args.spec_max_draft)]
         return {"minimill": (peers.minimill_command(port, args.threads, ["-m", args.model]), True),
                 "minimill ngram": (peers.minimill_command(port, args.threads, ["-m", args.model, *spec]), True),
+                "minimill draft": (peers.minimill_command(port, args.threads, ["-m", args.model, *draft]), True),
                 "llama-server": (peer, False),
                 "llama-server ngram-simple": ([*peer, "--spec-type", "ngram-simple", "--spec-ngram-simple-size-m",
-                                               str(args.spec_max_draft)], False)}
+                                               str(args.spec_max_draft)], False),
+                "llama-server draft": ([*peer, "-md", str(peers.model_path(args.draft_model)), "--spec-type",
+                                        "draft-simple", "--spec-draft-n-max", str(args.spec_max_draft)], False)}
 
+    chosen = args.servers.split(",") if args.servers else list(commands(0))
     results: dict[str, Any] = {}
-    for name in commands(0):
+    for name in chosen:
         port = peers.free_port()
         command, minimill = commands(port)[name]
         with peers.running(command, port) as url:
@@ -94,7 +102,8 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
               "model": args.model, "rows": args.rows, "threads": args.threads, "results": results}
-    out = Path(__file__).parent / "results" / f"spec-{args.model}.json"
+    suffix = "" if args.servers is None else "-" + "-".join(sorted(n.replace(" ", "_") for n in chosen))
+    out = Path(__file__).parent / "results" / f"spec-{args.model}{suffix}.json"
     out.write_text(json.dumps(report, indent=2))
     print(table(results))
 
@@ -105,12 +114,20 @@ def table(results: dict[str, Any]) -> str:
     for name, r in results.items():
         lines.append(f"| {name} | {r['w1_1']['rows_per_s']:.3f} | {r['w1_8']['rows_per_s']:.3f} | "
                      f"{r['w3_1']['tokens_per_s']:.2f} |")
-    ours, off, peer = results["minimill ngram"], results["minimill"], results["llama-server ngram-simple"]
     lines.append("")
-    for label, key in (("W1 1 in flight", "w1_1"), ("W1 8 in flight", "w1_8")):
-        lines.append(f"- {label}: ngram / off {ours[key]['rows_per_s'] / off[key]['rows_per_s']:.2f}x, "
-                     f"ngram / llama-server ngram-simple {ours[key]['rows_per_s'] / peer[key]['rows_per_s']:.2f}x")
-    lines.append(f"- W3: ngram / off {ours['w3_1']['tokens_per_s'] / off['w3_1']['tokens_per_s']:.2f}x")
+    off = results.get("minimill")
+    for method, peer_name in (("ngram", "llama-server ngram-simple"), ("draft", "llama-server draft")):
+        ours, peer = results.get(f"minimill {method}"), results.get(peer_name)
+        for label, key in (("W1 1 in flight", "w1_1"), ("W1 8 in flight", "w1_8")):
+            if ours is not None and off is not None:
+                lines.append(f"- {label}: {method} / off {ours[key]['rows_per_s'] / off[key]['rows_per_s']:.2f}x")
+            if ours is not None and peer is not None:
+                lines.append(f"- {label}: {method} / {peer_name} "
+                             f"{ours[key]['rows_per_s'] / peer[key]['rows_per_s']:.2f}x")
+        if ours is not None and off is not None:
+            lines.append(f"- W3: {method} / off {ours['w3_1']['tokens_per_s'] / off['w3_1']['tokens_per_s']:.2f}x")
+    if off is None:
+        return "\n".join(lines)
     plain, predicted = off["edit_plain"], off["edit_predicted"]
     lines.append(f"- Edit, Predicted Outputs: latency {predicted['latency']:.1f} s against {plain['latency']:.1f} s "
                  f"({predicted['latency'] / plain['latency']:.2f}x); exact answer: {predicted['correct']:.0f} with, "

@@ -3,13 +3,14 @@ fields, rejected prediction tokens billed as output, the per-request switch, and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 
-from tests.api.conftest import Server
+from tests.api.conftest import Server, serve
 
 MODEL = "smollm2-135m"
 ASK = [{"role": "user", "content": "Describe a cat in two sentences."}]
@@ -68,3 +69,36 @@ def test_prompt_lookup_per_request_and_its_metrics(server: Server) -> None:
             client.chat.completions.create(model=MODEL, messages=ask, max_tokens=4,  # type: ignore[arg-type]
                                            prediction=wrong)  # type: ignore[arg-type]
         assert "prediction" in str(refused.value)
+
+
+def test_speculation_draft_without_a_draft_model_is_a_clear_400(server: Server) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        server.client().chat.completions.create(model=MODEL, messages=ASK, max_tokens=4,  # type: ignore[arg-type]
+                                                extra_body={"speculation": "draft"})
+    error = refused.value.body
+    assert isinstance(error, dict) and error["param"] == "speculation" and "--draft-model" in error["message"]
+
+
+@pytest.fixture(scope="module")
+def drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Qwen2.5-Coder 1.5B served with its 0.5B sibling as the draft model (the server's default method then)."""
+    yield from serve(tmp_path_factory.mktemp("drafted"), models=["qwen2.5-coder-1.5b"],
+                     draft_model="qwen2.5-coder-0.5b", kv_size=2048, max_seqs=2)
+
+
+def test_a_draft_model_serves_the_same_answer_and_shows_in_the_metrics(drafted: Server) -> None:
+    client = drafted.client()
+    ask = [{"role": "user", "content": "Rewrite in lowercase: THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG."}]
+    plain = client.chat.completions.create(model="qwen2.5-coder-1.5b", messages=ask, max_tokens=20,  # type: ignore[arg-type]
+                                           temperature=0, extra_body={"speculation": "off"})
+    sped = client.chat.completions.create(model="qwen2.5-coder-1.5b", messages=ask, max_tokens=20,  # type: ignore[arg-type]
+                                          temperature=0)
+    assert sped.choices[0].message.content == plain.choices[0].message.content
+    assert sped.usage is not None and plain.usage is not None
+    assert sped.usage.completion_tokens == plain.usage.completion_tokens  # drafts are never billed as output
+    metrics = httpx.get(f"{drafted.url}/metrics").text
+    drafted_line = next(line for line in metrics.splitlines()
+                        if line.startswith('minimill_spec_drafted_tokens_total{method="draft"'))
+    accepted_line = next(line for line in metrics.splitlines()
+                         if line.startswith('minimill_spec_accepted_tokens_total{method="draft"'))
+    assert float(drafted_line.split()[-1]) > 0 and float(accepted_line.split()[-1]) > 0

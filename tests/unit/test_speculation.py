@@ -112,6 +112,26 @@ def test_step_cost_drafts_what_pays_here_and_everything_where_rows_are_free() ->
         gpu.observe(rows, 0.010)
     assert gpu.best_length(0.5, 8, 8, 8) == 8
     assert gpu.best_length(0.0, 8, 8, 8) == 0
+    # A draft model's token costs time to make: a 1 ms draft row still pays at 90% (a token saves 1.25 ms), a
+    # 3 ms one does not; a drafter whose model rows cost more than they save stops.
+    assert gpu.best_length(0.9, 8, 8, 8, extra=0.001) > 0
+    assert gpu.best_length(0.9, 8, 8, 8, extra=0.003) < gpu.best_length(0.9, 8, 8, 8, extra=0.001)
+    assert gpu.best_length(0.5, 8, 8, 8, extra=0.002) == 0
+
+
+def test_a_drafter_uses_the_draft_model_guess_after_a_prediction_and_prompt_lookup() -> None:
+    drafter = Drafter.start(Speculation(ngram=True, max_draft=4, model=True))
+    assert drafter.wants_model()
+    drafter.ahead = (40, 41, 42, 43)
+    assert drafter.propose([1, 2, 3], 3, room=2) == (40, 41)  # nothing to look up: the model's, cut to the room
+    assert drafter.last_source == "draft"
+    drafter.ahead = (50,)
+    assert drafter.propose([1, 2, 3, 7, 8, 9, 7, 8], 3, room=4) == (9, 7, 8)  # what followed "7 8" comes first
+    assert drafter.last_source == "ngram"
+    drafter.ahead = ()
+    drafter.record(drafted=3, accepted=0)
+    assert drafter.propose([1, 2, 3, 7, 8, 9, 7, 8, 5], 3, room=4, length=lambda alpha, most: 0) == ()
+    assert drafter.rest > 0 and not drafter.wants_model()  # drafts that do not pay: it rests, the model too
 
 
 def test_verify_keeps_the_draft_while_the_samples_agree() -> None:
