@@ -33,7 +33,7 @@ class DraftAsk:
     `key`."""
 
     key: int
-    tokens: tuple[int, ...] | list[int]
+    tokens: list[int]
     length: int
 
 
@@ -44,13 +44,20 @@ class _DraftSeq:
     finished: bool = False  # its target sequence is gone: kept only as a prefix to copy from
 
 
-def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens `a` and `b` have in common."""
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens the lists `a` and `b` have in common (slices compared in C, halving the range: a
+    step's sequences are thousands of tokens long and usually differ, if at all, near the end)."""
     n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+    if a[:n] == b[:n]:
+        return n
+    same, differ = 0, n  # a[:same] == b[:same], a[:differ] != b[:differ]
+    while differ - same > 1:
+        middle = (same + differ) // 2
+        if a[:middle] == b[:middle]:
+            same = middle
+        else:
+            differ = middle
+    return same
 
 
 class DraftModel:
@@ -65,22 +72,23 @@ class DraftModel:
         self.batch = TokenBatch(self.ctx.n_batch)
         self._seqs: OrderedDict[int, _DraftSeq] = OrderedDict()  # by target key, least recently drafted first
         self._free = list(range(shape.n_seq_max - 1, -1, -1))
-        self.row_seconds: float | None = None  # what one draft row costs, measured
+        self.row_seconds: float | None = None  # what one draft token costs to make, measured
 
     def draft(self, asks: Sequence[DraftAsk]) -> dict[int, tuple[int, ...]]:
         """Each ask's greedy draft (shorter or missing where the draft context had no room)."""
         asks = [ask for ask in asks if ask.length > 0 and ask.tokens]
+        started = time.monotonic()
+        fresh = any(ask.key not in self._seqs for ask in asks)  # a new sequence's catch-up is its prompt
         for ask in asks:
             self._sync(ask.key, ask.tokens, keep=[a.key for a in asks])
         asks = [ask for ask in asks if ask.key in self._seqs]
         drafts: dict[int, list[int]] = {ask.key: [] for ask in asks}
         # Catch up: every token a sequence's draft KV lacks, logits at each one's last.
-        rows = [(ask.key, token, pos, pos == len(ask.tokens) - 1)
-                for ask in asks for pos, token in enumerate(ask.tokens)
-                if pos >= len(self._seqs[ask.key].tokens)]
+        rows = [(ask.key, ask.tokens[pos], pos, pos == len(ask.tokens) - 1)
+                for ask in asks for pos in range(len(self._seqs[ask.key].tokens), len(ask.tokens))]
         for key, token in self._decode(rows).items():
             drafts[key].append(token)
-        started, drafted = time.monotonic(), 0
+        caught_up, extended = time.monotonic(), 0
         for _ in range(max((ask.length for ask in asks), default=0) - 1):
             rows = [(ask.key, drafts[ask.key][-1], len(self._seqs[ask.key].tokens), True) for ask in asks
                     if ask.key in self._seqs and 0 < len(drafts[ask.key]) < ask.length]
@@ -88,9 +96,13 @@ class DraftModel:
                 break
             for key, token in self._decode(rows).items():
                 drafts[key].append(token)
-            drafted += len(rows)
-        if drafted:
-            per_row = (time.monotonic() - started) / drafted
+            extended += len(rows)
+        # What a draft token costs to make, catching up included (after a rest, a probe catches up on every token
+        # decoded meanwhile): what drafting must save to pay. A new sequence's prompt is a one-off, left out.
+        drafted = sum(len(tokens) for tokens in drafts.values())
+        seconds, made = (time.monotonic() - caught_up, extended) if fresh else (time.monotonic() - started, drafted)
+        if made:
+            per_row = seconds / made
             self.row_seconds = per_row if self.row_seconds is None else (
                 self.row_seconds + SMOOTHING * (per_row - self.row_seconds))
         return {key: tuple(tokens) for key, tokens in drafts.items() if tokens}
@@ -116,7 +128,7 @@ class DraftModel:
         self.ctx.close()
 
     # ---- inside ------------------------------------------------------------------------------------------------
-    def _sync(self, key: int, tokens: Sequence[int], keep: list[int]) -> None:
+    def _sync(self, key: int, tokens: list[int], keep: list[int]) -> None:
         """Make sequence `key`'s draft KV a prefix of `tokens` without its last token (which the catch-up decodes,
         for its logits): cut what differs, copy the longest prefix another draft sequence holds."""
         seq = self._seqs.get(key)

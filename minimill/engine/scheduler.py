@@ -143,6 +143,7 @@ class Scheduler:
         self._in_use: set[int] = set()
         self.pins: dict[str, int] = {}  # pinned name -> retained slot holding it
         self._online_seen = float("-inf")  # when an online sequence was last waiting or running
+        self._newcomer_step = False  # the last step planned was a newcomer's own (`_newcomer`)
 
     # ---- queue operations -------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -243,10 +244,15 @@ class Scheduler:
         batch_budget = self._batch_budget()
         items: list[PlanItem] = []
         copies: list[PrefixCopy] = []
-        self._make_room(len(self._decoders(batch_budget, budget)), protect=())
+        newcomer = self._newcomer()
+        self._newcomer_step = newcomer is not None
+        if newcomer is not None:  # its own step: its prompt only, nobody's decode or prefill beside it
+            budget = min(budget, newcomer.pending)
+            batch_budget = 0
+        self._make_room(len(self._decoders(batch_budget, budget, newcomer)), protect=())
         # Decodes first (one token each, cells reserved above; making room may have preempted some),
         # then prefill chunks with what is left.
-        decoders = self._decoders(batch_budget, budget)
+        decoders = self._decoders(batch_budget, budget, newcomer)
         rows = len(decoders)  # the decode step's rows, drafts included as they are chosen
         batch_later = sum(s.batch for s in decoders)
         for n, seq in enumerate(decoders):
@@ -258,7 +264,7 @@ class Scheduler:
             items.append(self._plan_tokens(seq, 1, draft))
             budget -= 1 + len(draft)
             batch_budget -= (1 + len(draft)) * seq.batch
-        for seq in fair_order([s for s in self.running if s.in_prefill], self.running):
+        for seq in fair_order([s for s in self.running if s.in_prefill and newcomer is None], self.running):
             count = min(seq.pending, budget, batch_budget if seq.batch else budget)
             self._make_room(count, protect=(), preempt=False, batch_victims=not seq.batch)
             count = min(count, self.cells.free)
@@ -306,11 +312,30 @@ class Scheduler:
             return self.limits.batch_step_tokens
         return max(self.limits.batch_step_tokens, self.limits.batch_idle_step_tokens)
 
-    def _decoders(self, batch_budget: int, budget: int) -> list[Sequence]:
-        """The running sequences that decode this step: online all, batch within its budget."""
+    def _decoders(self, batch_budget: int, budget: int, newcomer: Sequence | None = None) -> list[Sequence]:
+        """The running sequences that decode this step: online all, batch within its budget; none in a
+        newcomer's own step."""
+        if newcomer is not None:
+            return []
         online = [s for s in self.running if not s.in_prefill and not s.batch]
         batch = [s for s in self.running if not s.in_prefill and s.batch][:max(0, batch_budget)]
         return (online + batch)[:budget]
+
+    def _newcomer(self) -> Sequence | None:
+        """A new online request of a tenant running nothing, whose prompt fits in one step, with a slot free for it:
+        its first step is its own, so its first token waits for no other tenant's decode rows (under one tenant's
+        flood, another's first token waits for the step in progress and then a step of its own size). Never two
+        such steps in a row: running sequences lose at most every other step to newcomers."""
+        if self._newcomer_step or not self.running or len(self.running) >= self.limits.max_seqs:
+            return None
+        busy = {s.tenant for s in self.running if not s.batch}
+        for seq in fair_order(self.waiting, self.running):
+            if seq.batch:
+                return None  # online requests come first: none is left
+            if (not seq.swapped and not seq.admitted_once and seq.preload is None and seq.tenant not in busy
+                    and seq.pending <= self.limits.step_tokens):
+                return seq
+        return None
 
     def _plan_tokens(self, seq: Sequence, count: int, draft: tuple[int, ...] = ()) -> PlanItem:
         assert seq.slot is not None

@@ -26,8 +26,11 @@ MIN_NGRAM_CONTEXT = 2
 # How fast a sequence forgets its past acceptance (per step), and what it believes before any: one kept of two.
 FORGET = 0.7
 PRIOR_KEPT, PRIOR_MISSED = 1.0, 1.0
-# A sequence whose drafts do not pay rests this many steps before it tries one token again.
+# A sequence whose drafts do not pay rests this many steps before it tries one token again, twice as long after
+# each probe that did not pay either (up to 2**MAX_BACKOFF times): a probe costs a row, and a draft model's probe
+# also its catching up on the tokens decoded meanwhile.
 REST_STEPS = 8
+MAX_BACKOFF = 5
 # Draft tokens before any step has been measured.
 PRIOR_DRAFT = 2
 
@@ -120,8 +123,8 @@ class PredictionCursor:
 class Drafter:
     """One sequence's speculation: where drafts come from, how likely its next draft token is to be kept (each
     token in turn, estimated from its recent steps), and what it has drafted. How many to propose is the
-    caller's to weigh (`StepCost.best_length`); a sequence whose drafts do not pay rests `REST_STEPS` steps and
-    then tries one token."""
+    caller's to weigh (`StepCost.best_length`); a sequence whose drafts do not pay rests `REST_STEPS` steps (longer
+    after each probe that did not pay) and then tries one token."""
 
     params: Speculation
     context: NgramIndex | None = None
@@ -129,6 +132,7 @@ class Drafter:
     kept_weight: float = PRIOR_KEPT
     missed_weight: float = PRIOR_MISSED
     rest: int = 0
+    backoff: int = 0  # probes in a row that did not pay
     last_source: DraftSource | None = None
     ahead: tuple[int, ...] = ()  # the draft model's guess for this step (the engine's, made before planning)
     drafted: dict[str, int] = field(default_factory=dict)  # by source
@@ -162,8 +166,11 @@ class Drafter:
             return ()
         limit = most if length is None else length(self.alpha, most)
         if limit == 0:
-            self.rest = REST_STEPS
+            self.rest = REST_STEPS << min(self.backoff, MAX_BACKOFF)
+            self.backoff += 1
             limit = 1  # a probe: the estimate only moves when something is drafted
+        else:
+            self.backoff = 0
         if self.predicted is not None:
             draft = self.predicted.draft(tokens[num_prompt:], limit)
             if draft:
@@ -220,7 +227,9 @@ class StepCost:
 
     def time(self, rows: int) -> float | None:
         """A step of `rows` rows: measured, or interpolated between the nearest measured sizes, or beyond the
-        largest at its cost per row (never cheaper than measured); None before anything is measured."""
+        largest along the slope of the two largest (a GPU's flat cost stays flat, so longer drafts get tried and
+        measured; never cheaper than the largest), or at its cost per row with one size measured; None before
+        anything is measured."""
         if not self._seconds:
             return None
         if rows in self._seconds:
@@ -231,7 +240,11 @@ class StepCost:
             assert above is not None
             return self._seconds[above] * rows / above
         if above is None:
-            return self._seconds[below] * rows / below
+            before = max((n for n in self._seconds if n < below), default=None)
+            if before is None:
+                return self._seconds[below] * rows / below
+            slope = (self._seconds[below] - self._seconds[before]) / (below - before)
+            return self._seconds[below] + (rows - below) * max(0.0, slope)
         share = (rows - below) / (above - below)
         return self._seconds[below] + share * (self._seconds[above] - self._seconds[below])
 

@@ -156,3 +156,22 @@ def test_tool_calls_are_the_same_with_prompt_lookup_drafts(tooled: Server) -> No
             [(c.function.name, c.function.arguments) for c in plain.choices[0].message.tool_calls or []]
         assert drafted.choices[0].message.content == plain.choices[0].message.content
     assert tooled.metric("minimill_spec_drafted_tokens_total") > before
+
+
+def test_tool_calls_are_the_same_with_a_prediction(tooled: Server) -> None:
+    # A prediction of the call, right and then wrong in its arguments: its tokens are drafted through the grammar
+    # that constrains the call, and the call comes out as without one.
+    for choice in ("required", {"type": "function", "function": {"name": "add"}}):
+        plain = create(tooled, messages=ASK, tools=TOOLS, tool_choice=choice)
+        call = plain.choices[0].message.tool_calls[0].function
+        arguments = json.loads(call.arguments)
+        wrong = {key: (value + 1 if isinstance(value, int | float) else value) for key, value in arguments.items()}
+        for guess in (arguments, wrong):
+            text = json.dumps({"name": call.name, "arguments": guess})
+            predicted = create(tooled, messages=ASK, tools=TOOLS, tool_choice=choice,
+                               prediction={"type": "content", "content": text})
+            calls = predicted.choices[0].message.tool_calls or []
+            assert [(c.function.name, c.function.arguments) for c in calls] == [(call.name, call.arguments)]
+            assert predicted.choices[0].finish_reason == plain.choices[0].finish_reason
+            details = predicted.usage.completion_tokens_details
+            assert details.accepted_prediction_tokens + details.rejected_prediction_tokens > 0  # it was drafted

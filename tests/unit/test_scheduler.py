@@ -314,6 +314,24 @@ def test_a_tenant_running_every_slot_gives_one_up_to_another() -> None:
     assert other.status is SeqStatus.WAITING and sorted(q.tenant for q in s.running) == ["a", "b", "c", "d"]
 
 
+def test_a_newcomer_tenants_first_step_is_its_own() -> None:
+    s = Scheduler(SchedulerLimits(kv_cells=512, max_seqs=8, step_tokens=64))
+    flood = [seq([1, 2, 3, i], max_tokens=50, tenant="a") for i in range(4)]
+    for a in flood:
+        s.add(a)
+    step(s)  # a's prompts
+    s.add(seq([9, 9, 9, 9, 9], max_tokens=3, tenant="a"))  # a's own newcomer: a runs already, a normal step
+    assert {item.key for item in step(s).items} >= {a.key for a in flood}
+    b, c = seq([5, 6, 7, 8, 9, 10], max_tokens=3, tenant="b"), seq([4, 4, 4], max_tokens=3, tenant="c")
+    s.add(b)
+    s.add(c)
+    alone = step(s)
+    assert [(item.key, len(item.tokens)) for item in alone.items] == [(b.key, 6)]  # nobody's rows beside b's
+    after = step(s)  # never two such steps in a row: everyone decodes, c's prompt is computed beside them
+    assert {a.key for a in flood} | {b.key, c.key} <= {item.key for item in after.items}
+    assert b.num_generated == 2  # its first token came from its own step
+
+
 def test_one_tenant_keeps_its_own_order() -> None:
     from minimill.engine.scheduler import fair_order
 
@@ -456,7 +474,7 @@ def test_random_traffic_always_computes_on_its_own_kv(seed: int, kv_cells: int, 
         s.check()
     assert s.counters.cached_tokens > 0 and s.counters.preemptions > 0  # the paths under test were taken
     if ram_bytes:
-        assert s.ram.counters.hits > 0 and s.ram.counters.saved > s.ram.counters.hits
+        assert s.ram.counters.hits > 0 and s.ram.counters.saved >= s.ram.counters.hits
         assert s.ram.bytes <= ram_bytes
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from minimill.engine.draft_model import shared_prefix
 from minimill.engine.plan import SampledToken, StepResult
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
 from minimill.engine.sequence import SeqStatus, Sequence
@@ -71,7 +74,12 @@ def test_a_drafters_acceptance_rises_with_kept_tokens_and_falls_with_misses_and_
     # Not worth it: one token as a probe, then a rest.
     assert len(drafter.propose([1, 2, 3, 4, 5, 1, 2], 5, room=8, length=lambda a, m: 0)) == 1
     assert all(drafter.propose([1, 2, 3, 4, 5, 1, 2], 5, room=8) == () for _ in range(REST_STEPS))
+    # Still not worth it: a rest twice as long, and so on; a probe that pays ends the backoff.
+    assert len(drafter.propose([1, 2, 3, 4, 5, 1, 2], 5, room=8, length=lambda a, m: 0)) == 1
+    assert drafter.rest == 2 * REST_STEPS
+    drafter.rest = 0
     assert drafter.propose([1, 2, 3, 4, 5, 1, 2], 5, room=8) == (3, 4, 5, 1, 2)  # no cost model: all it can
+    assert drafter.backoff == 0
     assert drafter.propose([1, 2, 3, 4, 5, 1, 2], 5, room=0) == ()
 
 
@@ -95,7 +103,12 @@ def test_step_cost_interpolates_and_extrapolates_what_it_measured() -> None:
         cost.observe(rows, seconds)
     assert cost.time(3) == pytest.approx(0.0545)
     assert cost.time(4) == pytest.approx((0.0545 + 0.081) / 2)
-    assert cost.time(18) == pytest.approx(0.295 * 2)  # past the largest: its cost per row
+    assert cost.time(18) == pytest.approx(0.295 + 9 * (0.295 - 0.081) / 4)  # past the largest: the last slope
+    flat = StepCost()
+    flat.observe(4, 0.010)
+    assert flat.time(8) == pytest.approx(0.020)  # one size: its cost per row
+    flat.observe(8, 0.010)
+    assert flat.time(32) == pytest.approx(0.010)  # a GPU's flat cost: longer steps are tried, then measured
     cost.observe(3, 0.0645)
     assert cost.time(3) == pytest.approx(0.0545 + 0.2 * 0.01)  # a moving average
 
@@ -211,3 +224,10 @@ def test_a_draft_never_passes_max_tokens_or_the_budget() -> None:
     decoding(crowded, long, Drafter.start(Speculation(ngram=True, max_draft=32)), max_tokens=64)
     plan = crowded.schedule()
     assert plan.num_tokens == 16 and plan.items[0].drafted == 15  # the step's budget, not the 30 it could copy
+
+
+@given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40))
+def test_shared_prefix_is_the_length_of_the_common_start(a: list[int], b: list[int]) -> None:
+    naive = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    assert shared_prefix(a, b) == naive == shared_prefix(b, a)
+    assert shared_prefix(a, a + b) == len(a)
