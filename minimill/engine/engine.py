@@ -31,7 +31,7 @@ from minimill.engine.runner import ChoiceSampler, Runner, StepAborted
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
 from minimill.engine.sequence import Pin, Preload, SeqStatus
 from minimill.engine.sequence import Sequence as Seq
-from minimill.engine.speculation import Drafter, Speculation
+from minimill.engine.speculation import BEST_ALPHA, Drafter, Speculation
 from minimill.engine.stats import StepRecorder, online_backlog
 from minimill.engine.text import TextOps, chat_template_of
 from minimill.engine.types import (
@@ -453,18 +453,24 @@ class Engine(TextOps):
         with what a draft token costs to make) or one token (a probe: the scheduler rests a sequence whose drafts
         do not pay). Returns the sequences it drafted for."""
         assert self.drafts is not None
-        scheduler = self.scheduler
+        scheduler, cost = self.scheduler, self.scheduler.step_cost
         decoding = [s for s in scheduler.running if not s.in_prefill]
         extra = self.drafts.row_seconds or 0.0
         scheduler.draft_row_seconds = extra
+        rows = len(decoding)
+        if not cost.fresh(rows):  # the scheduler drafts nothing this step: it measures the step without drafts
+            return []
         asks: dict[int, tuple[Seq, DraftAsk]] = {}
         for seq in decoding:
             if seq.drafter is None or not seq.drafter.wants_model():
                 continue
             room = min(seq.drafter.params.max_draft, seq.max_tokens - seq.num_generated - 1,
                        self.n_ctx - len(seq.tokens) - 1)
-            if room > 0:
-                length = scheduler.step_cost.best_length(seq.drafter.alpha, len(decoding), len(decoding), room, extra)
+            # Where even a perfect draft would not pay here, the draft model is not asked (nor catches up); a step
+            # one row longer that was never measured is tried first (its cost is only guessed until then).
+            pays = not cost.measured(rows + 1) or cost.best_length(BEST_ALPHA, rows, rows, room, extra) > 0
+            if room > 0 and pays:
+                length = cost.best_length(seq.drafter.alpha, rows, rows, room, extra)
                 asks[seq.key] = (seq, DraftAsk(key=seq.key, tokens=seq.tokens, length=max(1, length)))
         guesses = self.drafts.draft([ask for _, ask in asks.values()])
         for key, draft in guesses.items():

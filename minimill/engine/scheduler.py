@@ -43,6 +43,9 @@ MIN_WAIT_GAIN = 1
 MIN_LOAD_GAIN = 16
 # Batch steps stay short until no online request has been seen for this long.
 ONLINE_QUIET_SECONDS = 2.0
+# At most one step in this many is newcomers' own (`Scheduler._newcomers`): running sequences keep at least
+# three decode steps of four however many tenants keep arriving.
+NEWCOMER_EVERY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +146,7 @@ class Scheduler:
         self._in_use: set[int] = set()
         self.pins: dict[str, int] = {}  # pinned name -> retained slot holding it
         self._online_seen = float("-inf")  # when an online sequence was last waiting or running
-        self._newcomer_step = False  # the last step planned was a newcomer's own (`_newcomer`)
+        self._since_newcomers = NEWCOMER_EVERY  # steps planned since the last newcomers' own (`_newcomers`)
 
     # ---- queue operations -------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -244,27 +247,28 @@ class Scheduler:
         batch_budget = self._batch_budget()
         items: list[PlanItem] = []
         copies: list[PrefixCopy] = []
-        newcomer = self._newcomer()
-        self._newcomer_step = newcomer is not None
-        if newcomer is not None:  # its own step: its prompt only, nobody's decode or prefill beside it
-            budget = min(budget, newcomer.pending)
+        newcomers = self._newcomers()
+        self._since_newcomers = 0 if newcomers else self._since_newcomers + 1
+        if newcomers:  # their own step: their prompts only, nobody's decode or prefill beside them
+            budget = sum(seq.pending for seq in newcomers)
             batch_budget = 0
-        self._make_room(len(self._decoders(batch_budget, budget, newcomer)), protect=())
+        self._make_room(len(self._decoders(batch_budget, budget, bool(newcomers))), protect=())
         # Decodes first (one token each, cells reserved above; making room may have preempted some),
         # then prefill chunks with what is left.
-        decoders = self._decoders(batch_budget, budget, newcomer)
+        decoders = self._decoders(batch_budget, budget, bool(newcomers))
         rows = len(decoders)  # the decode step's rows, drafts included as they are chosen
         batch_later = sum(s.batch for s in decoders)
+        weighed = self.step_cost.fresh(rows)  # else this step goes without drafts and measures its cost anew
         for n, seq in enumerate(decoders):
             later = len(decoders) - n - 1  # each still needs its token and its cell
             batch_later -= seq.batch
             draft = self._draft(seq, rows, len(decoders), budget - 1 - later, self.cells.free - 1 - later,
-                                batch_budget - 1 - batch_later if seq.batch else budget)
+                                batch_budget - 1 - batch_later if seq.batch else budget) if weighed else ()
             rows += len(draft)
             items.append(self._plan_tokens(seq, 1, draft))
             budget -= 1 + len(draft)
             batch_budget -= (1 + len(draft)) * seq.batch
-        for seq in fair_order([s for s in self.running if s.in_prefill and newcomer is None], self.running):
+        for seq in fair_order([s for s in self.running if s.in_prefill and not newcomers], self.running):
             count = min(seq.pending, budget, batch_budget if seq.batch else budget)
             self._make_room(count, protect=(), preempt=False, batch_victims=not seq.batch)
             count = min(count, self.cells.free)
@@ -312,30 +316,34 @@ class Scheduler:
             return self.limits.batch_step_tokens
         return max(self.limits.batch_step_tokens, self.limits.batch_idle_step_tokens)
 
-    def _decoders(self, batch_budget: int, budget: int, newcomer: Sequence | None = None) -> list[Sequence]:
-        """The running sequences that decode this step: online all, batch within its budget; none in a
-        newcomer's own step."""
-        if newcomer is not None:
+    def _decoders(self, batch_budget: int, budget: int, newcomers: bool = False) -> list[Sequence]:
+        """The running sequences that decode this step: online all, batch within its budget; none in newcomers'
+        own step."""
+        if newcomers:
             return []
         online = [s for s in self.running if not s.in_prefill and not s.batch]
         batch = [s for s in self.running if not s.in_prefill and s.batch][:max(0, batch_budget)]
         return (online + batch)[:budget]
 
-    def _newcomer(self) -> Sequence | None:
-        """A new online request of a tenant running nothing, whose prompt fits in one step, with a slot free for it:
-        its first step is its own, so its first token waits for no other tenant's decode rows (under one tenant's
-        flood, another's first token waits for the step in progress and then a step of its own size). Never two
-        such steps in a row: running sequences lose at most every other step to newcomers."""
-        if self._newcomer_step or not self.running or len(self.running) >= self.limits.max_seqs:
-            return None
+    def _newcomers(self) -> list[Sequence]:
+        """New online requests of tenants running nothing (one each), whose prompts fit in one step with a slot
+        free for each: their first step is their own, so their first tokens wait for no other tenant's decode
+        rows (under one tenant's flood, another's first token waits for the step in progress and then a step of
+        its own size). At most one step in NEWCOMER_EVERY: running sequences keep the others."""
+        if self._since_newcomers < NEWCOMER_EVERY - 1 or not self.running:
+            return []
         busy = {s.tenant for s in self.running if not s.batch}
+        chosen: list[Sequence] = []
+        room, slots = self.limits.step_tokens, self.limits.max_seqs - len(self.running)
         for seq in fair_order(self.waiting, self.running):
-            if seq.batch:
-                return None  # online requests come first: none is left
+            if seq.batch or len(chosen) == slots:
+                break  # online requests come first: none is left
             if (not seq.swapped and not seq.admitted_once and seq.preload is None and seq.tenant not in busy
-                    and seq.pending <= self.limits.step_tokens):
-                return seq
-        return None
+                    and seq.pending <= room):
+                chosen.append(seq)
+                busy.add(seq.tenant)
+                room -= seq.pending
+        return chosen
 
     def _plan_tokens(self, seq: Sequence, count: int, draft: tuple[int, ...] = ()) -> PlanItem:
         assert seq.slot is not None

@@ -33,6 +33,12 @@ REST_STEPS = 8
 MAX_BACKOFF = 5
 # Draft tokens before any step has been measured.
 PRIOR_DRAFT = 2
+# A step size not measured in this many steps is measured again before drafts are weighed against it: a step's
+# cost moves with the KV its attention spans, and sizes that drafting always grows past are never seen otherwise.
+STALE_STEPS = 16
+# The chance of keeping a draft token that a perfect drafter has: where even it would not pay, a draft model is
+# not asked at all (its catching up on each new prompt alone costs a prefill of the small model).
+BEST_ALPHA = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,11 +225,26 @@ class StepCost:
 
     smoothing: float = 0.2
     _seconds: dict[int, float] = field(default_factory=dict)
+    _measured_at: dict[int, int] = field(default_factory=dict)  # the step each size was last measured at
+    _steps: int = 0
 
     def observe(self, rows: int, seconds: float) -> None:
         """A step of `rows` rows took `seconds`."""
         previous = self._seconds.get(rows)
         self._seconds[rows] = seconds if previous is None else previous + self.smoothing * (seconds - previous)
+        self._steps += 1
+        self._measured_at[rows] = self._steps
+
+    def measured(self, rows: int) -> bool:
+        """Whether a step of `rows` rows was ever measured."""
+        return rows in self._seconds
+
+    def fresh(self, rows: int) -> bool:
+        """Whether a step of `rows` rows was measured lately (or nothing is measured yet, so there is nothing to
+        refresh): drafts are only weighed against a recent cost of the step without them."""
+        if not self._seconds:
+            return True
+        return rows in self._measured_at and self._steps - self._measured_at[rows] < STALE_STEPS
 
     def time(self, rows: int) -> float | None:
         """A step of `rows` rows: measured, or interpolated between the nearest measured sizes, or beyond the

@@ -138,4 +138,9 @@ def console_router() -> APIRouter:
         """The scoreboard as a price-vs-quality scatter and per-capability tables; prices per model."""
         return await render(request, "models.html", "models", views.models)
 
+    @router.get("/console/{rest:path}", response_class=HTMLResponse)
+    async def missing(request: Request, rest: str) -> Response:
+        """Any other console path: a 404 page (a page, not the API's JSON error)."""
+        return await render(request, "error.html", "", views.missing)
+
     return router

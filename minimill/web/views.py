@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from minimill.batch.store import UNFINISHED
 from minimill.billing.activity import RequestFilter, SavingsRow
 from minimill.billing.ledger import LedgerEntry
-from minimill.errors import InvalidRequest
+from minimill.errors import InvalidRequest, NotFound
 from minimill.runtime import Runtime
 
 PAGES = (("playground", "Playground"), ("requests", "Requests"), ("usage", "Usage and savings"),
@@ -171,6 +171,11 @@ def request_detail(runtime: Runtime, tenant: str, entry_id: str) -> dict[str, An
     """Everything the ledger holds about one of the tenant's requests."""
     entry = runtime.activity.request(tenant, entry_id)
     return {"title": f"Request {entry.id}", "entry": entry, "cost": entry.cost.as_dict()}
+
+
+def missing(runtime: Runtime, tenant: str) -> dict[str, Any]:
+    """A console path that names no page."""
+    raise NotFound("There is no such page in the console.")
 
 
 # ---- usage and savings ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from minimill.engine.sequence import SeqStatus, Sequence
 from minimill.engine.speculation import (
     PRIOR_DRAFT,
     REST_STEPS,
+    STALE_STEPS,
     Drafter,
     NgramIndex,
     PredictionCursor,
@@ -145,6 +146,17 @@ def test_a_drafter_uses_the_draft_model_guess_after_a_prediction_and_prompt_look
     drafter.record(drafted=3, accepted=0)
     assert drafter.propose([1, 2, 3, 7, 8, 9, 7, 8, 5], 3, room=4, length=lambda alpha, most: 0) == ()
     assert drafter.rest > 0 and not drafter.wants_model()  # drafts that do not pay: it rests, the model too
+
+
+def test_a_step_size_not_measured_lately_is_stale_until_measured_again() -> None:
+    cost = StepCost()
+    assert cost.fresh(1) and not cost.measured(1)  # nothing to refresh yet
+    cost.observe(1, 0.145)  # measured while the KV was crowded
+    for _ in range(STALE_STEPS):
+        cost.observe(2, 0.090)  # every later step drafted one token: only two-row steps were seen
+    assert cost.measured(1) and not cost.fresh(1) and cost.fresh(2)
+    cost.observe(1, 0.036)  # a step without drafts measures it again
+    assert cost.fresh(1)
 
 
 def test_verify_keeps_the_draft_while_the_samples_agree() -> None:

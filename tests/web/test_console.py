@@ -467,3 +467,11 @@ def test_an_open_server_needs_no_login_and_reads_without_javascript(browser: Bro
         page.goto(server.url + "/console/models")
         assert page.locator("#capabilities tbody tr").count() >= 12
         context.close()
+
+
+def test_an_unknown_console_path_is_a_404_page(console_server: Server) -> None:
+    answer = httpx.get(console_server.url + "/console/no-such-page", headers={"Authorization": f"Bearer {ALICE}"})
+    assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
+    assert "no such page" in answer.text and "script-src 'self';" in answer.headers["content-security-policy"]
+    refused = httpx.get(console_server.url + "/console/no-such-page")
+    assert refused.status_code == 401 and "login-form" in refused.text  # behind the login like any page
