@@ -47,6 +47,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     for module in (chat, completions, tokens, caches, files, batches, billing, info):
         app.include_router(module.router)
+    app.mount(STATIC_PATH, static_files(), name="console-static")  # before the console's catch-all 404 page
     app.include_router(console_router())
-    app.mount(STATIC_PATH, static_files(), name="console-static")
     return app

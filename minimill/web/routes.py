@@ -140,7 +140,9 @@ def console_router() -> APIRouter:
 
     @router.get("/console/{rest:path}", response_class=HTMLResponse)
     async def missing(request: Request, rest: str) -> Response:
-        """Any other console path: a 404 page (a page, not the API's JSON error)."""
+        """Any other console path: a 404 page (a page, not the API's JSON error); `/console/` is the console."""
+        if not rest:
+            return RedirectResponse("/console/playground", status_code=307)
         return await render(request, "error.html", "", views.missing)
 
     return router

@@ -430,8 +430,8 @@ def test_errors_from_the_api_are_shown_as_text(browser: Browser, console_server:
     assert page.locator("#page-error img, #page-error script").count() == 0
     page.unroute("**/v1/caches/*")
     # An answer that is not one of the console's pages (FastAPI's JSON 404 quotes the path) is never swapped in.
-    page.evaluate("htmx.ajax('GET', '/console/gone<img id=injected src=x>', {target: 'body', swap: 'innerHTML'})")
-    expect(page.locator("#page-error")).to_have_text("GET /console/gone<img id=injected src=x>: Not Found")
+    page.evaluate("htmx.ajax('GET', '/v1/gone<img id=injected src=x>', {target: 'body', swap: 'innerHTML'})")
+    expect(page.locator("#page-error")).to_have_text("GET /v1/gone<img id=injected src=x>: Not Found")
     assert page.locator("#injected").count() == 0
     expect(page.locator("main h1")).to_have_text("Caches and sessions")
     # A bad filter in a link is the console's own 400 page, its message as text.

@@ -154,7 +154,9 @@ def test_the_door_and_the_console_entrances(console_server: Server) -> None:
         refused = httpx.get(console_server.url + path)
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key", path
     sideways = httpx.get(console_server.url + "/console/%2e%2e/v1/usage")  # the door lets /console/ through
-    assert sideways.status_code == 404 and "total" not in sideways.text
+    assert sideways.status_code == 401 and "login-form" in sideways.text and "total" not in sideways.text
+    keyed = httpx.get(console_server.url + "/console/%2e%2e/v1/usage", headers=key(ALICE))  # the console's 404
+    assert keyed.status_code == 404 and "no such page" in keyed.text and "total" not in keyed.text
 
 
 def test_every_page_carries_the_security_headers(console_server: Server, alice: Alice) -> None:
