@@ -278,6 +278,8 @@ class Scheduler:
                 batch_budget -= count if seq.batch else 0
         budget = self._admit(budget, batch_budget, items, copies)
         self._enforce_retain_cap(protect=tuple(copy.src for copy in copies))
+        if not items and newcomers:  # no room for them after all: an ordinary step instead (none follows at once)
+            return self.schedule()
         if not items and self.running:
             # Every running prefill is stuck on cells held by younger sequences: free the newest (batch first).
             self._preempt(self._victim(any_running=True) or self.running[-1])

@@ -21,7 +21,7 @@ from minimill.metrics import Metrics
 from minimill.models.catalogue import SMALLEST, resolve
 from minimill.runtime import Runtime
 from tests.engine.conftest import Outcome, collect, make_engine
-from tests.engine.test_speculation import QUESTIONS, FreeRows
+from tests.engine.test_speculation import QUESTIONS, FreeRows, assert_unchanged_at_the_edges
 
 DATA = Path(".data")
 
@@ -74,23 +74,7 @@ def test_stop_strings_n_logprobs_and_a_grammar_are_unchanged_with_a_draft_model(
                                                                                 drafter_model: LlamaModel) -> None:
     plain, spec = make_engine(model), drafting(model, drafter_model)
     try:
-        prompt = plain.chat_tokens([{"role": "user", "content": "Describe a cat in two sentences."}])
-        whole = asyncio.run(collect(plain, prompt, max_tokens=48, temperature=0))
-        words = whole.texts[0].split()
-        cases: list[dict[str, object]] = [
-            {"max_tokens": 48, "temperature": 0, "stop": (words[len(words) // 2],)},  # drafts run past the stop
-            {"max_tokens": 7, "temperature": 0},  # max_tokens inside a draft
-            {"max_tokens": 32, "temperature": 0, "logprobs": 3},
-            {"max_tokens": 32, "temperature": 0, "n": 2},
-            {"max_tokens": 40, "temperature": 0, "grammar": plain.json_object_grammar},
-        ]
-        for case in cases:
-            n = int(case.pop("n", 1))  # type: ignore[call-overload]
-            expected = asyncio.run(collect(plain, prompt, n=n, **case))
-            got = asyncio.run(collect(spec, prompt, n=n, **case))
-            assert got.tokens == expected.tokens, case
-            assert got.texts == expected.texts and got.finish == expected.finish, case
-            assert got.usage.completion_tokens == expected.usage.completion_tokens
+        assert_unchanged_at_the_edges(plain, spec)
     finally:
         plain.close()
         spec.close()

@@ -7,6 +7,7 @@ compared, since llama.cpp's CPU matrix products round differently at other batch
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,28 +74,38 @@ def test_greedy_answers_are_the_same_with_drafts_alone_and_among_eight(model: Ll
                                                                                          strict=True))
 
 
+def edge_cases(plain: Engine, prompt: list[int]) -> list[dict[str, object]]:
+    """Greedy requests where drafts meet the edges of decoding: a stop string the drafts run past, max_tokens
+    inside a draft, logprobs, `n` and a grammar."""
+    words = asyncio.run(collect(plain, prompt, max_tokens=48, temperature=0)).texts[0].split()
+    return [
+        {"max_tokens": 48, "temperature": 0, "stop": (words[len(words) // 2],)},
+        {"max_tokens": 7, "temperature": 0},
+        {"max_tokens": 32, "temperature": 0, "logprobs": 3},
+        {"max_tokens": 32, "temperature": 0, "n": 2},
+        {"max_tokens": 40, "temperature": 0, "grammar": plain.json_object_grammar},
+    ]
+
+
+def assert_unchanged_at_the_edges(plain: Engine, spec: Engine,
+                                  speculation: Callable[[Outcome], dict[str, object]] = lambda _: {}) -> None:
+    """Each of `edge_cases` answers the same on `spec` as on `plain`; `speculation(plain's answer)` gives the
+    request's own drafting options (a prediction)."""
+    prompt = plain.chat_tokens([{"role": "user", "content": "Describe a cat in two sentences."}])
+    for case in edge_cases(plain, prompt):
+        n = int(case.pop("n", 1))  # type: ignore[call-overload]
+        expected = asyncio.run(collect(plain, prompt, n=n, **case))
+        got = asyncio.run(collect(spec, prompt, n=n, **speculation(expected), **case))
+        assert got.tokens == expected.tokens, case
+        assert got.texts == expected.texts and got.finish == expected.finish, case
+        assert got.usage.completion_tokens == expected.usage.completion_tokens
+
+
 def test_stop_strings_n_logprobs_and_a_grammar_are_unchanged(model: LlamaModel) -> None:
     plain, spec = make_engine(model), speculating(model)
     try:
-        prompt = plain.chat_tokens([{"role": "user", "content": "Describe a cat in two sentences."}])
-        whole = asyncio.run(collect(plain, prompt, max_tokens=48, temperature=0))
-        words = whole.texts[0].split()
-        stop = words[len(words) // 2]  # a stop string the drafts run past
-        cases: list[dict[str, object]] = [
-            {"max_tokens": 48, "temperature": 0, "stop": (stop,)},
-            {"max_tokens": 7, "temperature": 0},  # max_tokens inside a draft
-            {"max_tokens": 32, "temperature": 0, "logprobs": 3},
-            {"max_tokens": 32, "temperature": 0, "n": 2},
-            {"max_tokens": 40, "temperature": 0, "grammar": plain.json_object_grammar},
-        ]
-        for case in cases:
-            n = int(case.pop("n", 1))  # type: ignore[call-overload]
-            expected = asyncio.run(collect(plain, prompt, n=n, **case))
-            predictions = [wrong_in_the_middle(expected.tokens[i]) for i in range(n)]
-            got = asyncio.run(collect(spec, prompt, n=n, spec=SpecParams(prediction=predictions[0]), **case))
-            assert got.tokens == expected.tokens, case
-            assert got.texts == expected.texts and got.finish == expected.finish, case
-            assert got.usage.completion_tokens == expected.usage.completion_tokens
+        assert_unchanged_at_the_edges(
+            plain, spec, lambda expected: {"spec": SpecParams(prediction=wrong_in_the_middle(expected.tokens[0]))})
     finally:
         plain.close()
         spec.close()
