@@ -31,7 +31,7 @@ async def stream(engine: Engine, prompt: list[int], tokens: int) -> int:
     """One greedy stream of `tokens` tokens; how many came."""
     request = GenerationRequest(request_id="bench", prompt_tokens=tuple(prompt),
                                 params=SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True))
-    return sum(len(item.token_ids) async for item in engine.generate(request) if isinstance(item, ChoiceDelta))
+    return sum([len(item.token_ids) async for item in engine.generate(request) if isinstance(item, ChoiceDelta)])
 
 
 def timed_calls(drafts: DraftModel) -> list[tuple[float, int]]:
