@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from minimill.kv.radix import common_length
+
 
 @dataclass(frozen=True, slots=True)
 class GroupedLine:
@@ -29,15 +31,6 @@ class Group:
     model: str
     prefix: tuple[int, ...]
     lines: tuple[int, ...]
-
-
-def common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def group_lines(lines: Sequence[GroupedLine], min_prefix: int) -> list[Group]:

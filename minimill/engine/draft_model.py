@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minimill.engine.llama import ContextShape, LlamaContext, LlamaModel, TokenBatch
+from minimill.kv.radix import common_length
 
 NO_ROOM = 1  # llama_decode: no KV slot for the batch
 # How fast the measured cost of a draft row forgets older steps.
@@ -42,22 +43,6 @@ class _DraftSeq:
     slot: int
     tokens: list[int] = field(default_factory=list)  # what this slot's KV holds, position by position
     finished: bool = False  # its target sequence is gone: kept only as a prefix to copy from
-
-
-def shared_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens the lists `a` and `b` have in common (slices compared in C, halving the range: a
-    step's sequences are thousands of tokens long and usually differ, if at all, near the end)."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    same, differ = 0, n  # a[:same] == b[:same], a[:differ] != b[:differ]
-    while differ - same > 1:
-        middle = (same + differ) // 2
-        if a[:middle] == b[:middle]:
-            same = middle
-        else:
-            differ = middle
-    return same
 
 
 class DraftModel:
@@ -139,12 +124,12 @@ class DraftModel:
                 return
             seq = self._seqs[key] = _DraftSeq(slot=slot)
             donor = max((s for k, s in self._seqs.items() if k != key), default=None,
-                        key=lambda s: shared_prefix(s.tokens, tokens))
-            if donor is not None and (length := min(shared_prefix(donor.tokens, tokens), limit)) > 0:
+                        key=lambda s: common_length(s.tokens, tokens))
+            if donor is not None and (length := min(common_length(donor.tokens, tokens), limit)) > 0:
                 self.ctx.copy_prefix(donor.slot, slot, length)
                 seq.tokens = list(tokens[:length])
         self._seqs.move_to_end(key)
-        length = min(shared_prefix(seq.tokens, tokens), limit)
+        length = min(common_length(seq.tokens, tokens), limit)
         if length < len(seq.tokens):
             self.ctx.remove(seq.slot, length)
             del seq.tokens[length:]

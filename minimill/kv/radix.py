@@ -11,6 +11,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share. Slices are compared in C, halving the range: token lists are
+    thousands long and usually differ, if at all, near the end."""
+    if type(a) is not type(b):  # a list's slice never equals a tuple's
+        a, b = list(a), list(b)
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    same, differ = 0, n  # a[:same] == b[:same], a[:differ] != b[:differ]
+    while differ - same > 1:
+        middle = (same + differ) // 2
+        if a[:middle] == b[:middle]:
+            same = middle
+        else:
+            differ = middle
+    return same
+
+
 @dataclass(slots=True, eq=False)
 class _Node:
     """A tree node; the root of a namespace has an empty edge and no parent."""

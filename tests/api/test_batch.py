@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import update
 
 from minimill.api.auth import tenant_of
-from minimill.batch.grouping import common_length
 from minimill.batch.store import batches
 from minimill.billing.prices import MILLION, money
+from minimill.kv.radix import common_length
 from tests.api.conftest import Server, serve
 
 MODEL = "smollm2-135m"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from minimill.batch.grouping import GroupedLine, common_length, group_lines
+from minimill.batch.grouping import GroupedLine, group_lines
+from minimill.kv.radix import common_length
 
 
 def line(number: int, tokens: list[int], model: str = "m") -> GroupedLine:

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minimill.engine.draft_model import shared_prefix
 from minimill.engine.plan import SampledToken, StepResult
 from minimill.engine.scheduler import Scheduler, SchedulerLimits
 from minimill.engine.sequence import SeqStatus, Sequence
@@ -23,6 +22,7 @@ from minimill.engine.speculation import (
     StepCost,
     verify,
 )
+from minimill.kv.radix import common_length
 
 
 def test_ngram_index_finds_what_followed_the_latest_earlier_occurrence() -> None:
@@ -239,7 +239,7 @@ def test_a_draft_never_passes_max_tokens_or_the_budget() -> None:
 
 
 @given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40))
-def test_shared_prefix_is_the_length_of_the_common_start(a: list[int], b: list[int]) -> None:
+def test_common_length_is_the_length_of_the_common_start(a: list[int], b: list[int]) -> None:
     naive = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    assert shared_prefix(a, b) == naive == shared_prefix(b, a)
-    assert shared_prefix(a, a + b) == len(a)
+    assert common_length(a, b) == naive == common_length(b, a) == common_length(tuple(a), b)
+    assert common_length(a, a + b) == len(a)
