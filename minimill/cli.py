@@ -104,6 +104,16 @@ def serve(
              "best served model's [0.9].")] = None,
     min_confidence: Annotated[float | None, typer.Option(
         help="model=\"auto\": escalate when an answer's mean token log-probability is below this [-1.0].")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        help="Engine replicas on Ray Serve behind one endpoint, routed by session, cache and prefix (pip install "
+             "minimill[ray]) [1: one process, no Ray].")] = None,
+    max_replicas: Annotated[int | None, typer.Option(
+        help="Let Ray Serve add replicas up to this many when requests in flight grow [off].")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Join this Ray cluster (e.g. ray://head:10001 or auto) [a local Ray instance on 127.0.0.1].")] = None,
+    replica_cpus: Annotated[float | None, typer.Option(
+        help="CPUs declared per replica (and its engine's threads unless --threads) [1].")] = None,
+    replica_gpus: Annotated[float | None, typer.Option(help="GPUs declared per replica [0].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
 ) -> None:
     """Load the model(s) and serve the OpenAI-compatible API."""
@@ -129,11 +139,15 @@ def serve(
                               upstreams=upstream,
                               default_model=default_model,
                               default_quality_ratio=default_quality_ratio,
-                              min_confidence=min_confidence)
+                              min_confidence=min_confidence, replicas=replicas, max_replicas=max_replicas,
+                              ray_address=ray_address, replica_cpus=replica_cpus, replica_gpus=replica_gpus)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     _self_test(config)
     _calibrate(config, force=False)
+    if config.scale.on_ray:
+        _serve_replicas(config)
+        return
     try:
         runtime = Runtime.build(config)
     except ValueError as exc:
@@ -153,6 +167,20 @@ def serve(
         uvicorn.run(create_app(runtime), host=server.host, port=server.port, log_level=log_level.lower())
     finally:
         runtime.close()
+
+
+def _serve_replicas(config: Config) -> None:
+    """`serve --replicas N`: the same API from N replicas on Ray Serve, until interrupted."""
+    try:
+        from minimill.scale import deployments
+    except ImportError as exc:
+        console.print(f"[bold red]--replicas needs Ray Serve:[/bold red] pip install 'minimill[ray]' ({exc})")
+        raise typer.Exit(2) from exc
+    scale = config.scale
+    where = scale.ray_address or "a local Ray instance on 127.0.0.1"
+    console.print(f"starting {scale.replicas} replica(s) of {', '.join(config.models)} on {where}; "
+                  f"minimill listening on http://{config.server.host}:{config.server.port}/v1")
+    deployments.run_until_stopped(config)
 
 
 def _self_test(config: Config) -> None:

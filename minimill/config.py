@@ -86,6 +86,34 @@ class EngineConfig:
             raise ValueError("speculation 'draft' needs a draft model (--draft-model)")
 
 
+@dataclass(frozen=True, slots=True)
+class ScaleConfig:
+    """Replicas on Ray Serve (`minimill serve --replicas N`): each a whole minimill with its own engine
+    process, behind one endpoint that routes by session, cache and prefix. 1 replica and no Ray address: the
+    single-process server. Without `ray_address` a local Ray instance is started on 127.0.0.1."""
+
+    replicas: int = 1
+    max_replicas: int | None = None  # set: Ray Serve autoscales between `replicas` and this on requests in flight
+    ray_address: str | None = None
+    replica_cpus: float = 1.0  # declared to Ray per replica; also its engine's threads unless --threads is given
+    replica_gpus: float = 0.0
+    stats_period: float = 1.0  # seconds between a replica's reports of what it holds to the router
+    object_store_bytes: int = 128 << 20  # a local Ray instance's object store: requests and answers are small
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError("max_replicas must be at least replicas")
+        if self.replica_cpus <= 0 or self.replica_gpus < 0:
+            raise ValueError("replica_cpus must be > 0 and replica_gpus >= 0")
+
+    @property
+    def on_ray(self) -> bool:
+        """Whether `serve` runs replicas on Ray rather than one process."""
+        return self.replicas > 1 or self.max_replicas is not None or self.ray_address is not None
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` is an address (or name) only this machine can reach."""
     if host == "localhost":
@@ -255,6 +283,7 @@ class Config:
     batch: BatchLimits = field(default_factory=BatchLimits)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     limits: RequestLimits = field(default_factory=RequestLimits)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     data_dir: Path = Path(".data")
 
 
@@ -315,6 +344,11 @@ class EnvSettings(BaseSettings):
     good_enough: float | None = None
     min_confidence: float | None = None
     upstreams: Annotated[list[str] | None, NoDecode] = None
+    replicas: int | None = Field(default=None, ge=1)
+    max_replicas: int | None = Field(default=None, ge=1)
+    ray_address: str | None = None
+    replica_cpus: float | None = Field(default=None, gt=0)
+    replica_gpus: float | None = Field(default=None, ge=0)
     data_dir: Path | None = None
 
     @field_validator("models", "api_keys", "admin_keys", "upstreams", mode="before")
@@ -344,7 +378,8 @@ def build_config(**overrides: object) -> Config:
                            "caches": CacheLimits(**section(CacheLimits)),
                            "billing": BillingConfig(**section(BillingConfig)),
                            "batch": BatchLimits(**section(BatchLimits)),
-                           "limits": RequestLimits(**section(RequestLimits))}
+                           "limits": RequestLimits(**section(RequestLimits)),
+                           "scale": ScaleConfig(**section(ScaleConfig))}
     routing_values = section(RoutingConfig)
     routing_values["upstreams"] = tuple(UpstreamSpec.parse(text, dict(os.environ))
                                         for text in merged.get("upstreams") or ())

@@ -19,13 +19,14 @@ from minimill.web.routes import STATIC_PATH, console_router, static_files
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, runner_id: str | None = None) -> FastAPI:
     """An app serving `runtime`'s models; the caller owns (and closes) the runtime. While it runs, a
-    batch runner works through the Batch API's queue (resuming what a previous run left)."""
+    batch runner (named `runner_id` on batch leases, see `batch_runner`) works through the Batch API's queue
+    (resuming what a previous run left)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runner = batch_runner(runtime)
+        runner = batch_runner(runtime, runner_id)
         app.state.batch_runner = runner
         task = asyncio.create_task(runner.run(), name="batch-runner")
         try:

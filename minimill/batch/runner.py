@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ from minimill.errors import CapacityExceeded, EngineUnavailable, LedgerUnavailab
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5
+# A batch's lease: renewed every third of it while it runs, taken over by another runner once it lapses.
+LEASE_SECONDS = 30.0
+CANCEL_POLL_SECONDS = 2.0  # how soon a cancel sent through another server stops the lines running here
 # the executor's own handle on what a line runs (serving's Call); this module only carries it
 CallT = TypeVar("CallT")
 
@@ -88,6 +93,7 @@ class _Active:
 
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     cancelled: bool = False
+    lost: bool = False  # its lease passed to another runner (this one hung past it)
 
 
 def error_line(line: int, custom_id: str | None, problem: LineProblem, status: int | None = None,
@@ -103,7 +109,7 @@ class BatchRunner(Generic[CallT]):
     engine's fair scheduler then interleaves their lines); `wake` after creating or cancelling one."""
 
     def __init__(self, store: BatchStore, files: FileStore, executor: LineExecutor[CallT], meter: Meter,
-                 engines: Mapping[str, EngineClient], limits: BatchLimits,
+                 engines: Mapping[str, EngineClient], limits: BatchLimits, runner_id: str = "",
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.files = files
@@ -114,6 +120,8 @@ class BatchRunner(Generic[CallT]):
         self._now = clock
         self._wake = asyncio.Event()
         self._active: dict[str, _Active] = {}  # batch id -> the batch being run and its workers
+        # Its name on the leases of the batches it runs (servers sharing a ledger take turns, never both).
+        self.runner_id = runner_id or f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def wake(self) -> None:
         """Look for work now."""
@@ -152,13 +160,42 @@ class BatchRunner(Generic[CallT]):
             await asyncio.gather(*running.values(), return_exceptions=True)
 
     async def _guarded(self, record: BatchRecord) -> None:
-        """`_process`, with what fails logged: one bad batch is retried on a later pass, never fatal."""
+        """`_process` under the batch's lease (another runner sharing the ledger may hold it: then nothing), with
+        what fails logged: one bad batch is retried on a later pass, never fatal."""
         try:
-            await self._process(record)
+            if not await asyncio.to_thread(self.store.claim, record.id, self.runner_id, self._now(), LEASE_SECONDS):
+                return
+            keeper = asyncio.create_task(self._keep_lease(record.id))
+            try:
+                await self._process(record)
+            finally:
+                keeper.cancel()
+                await asyncio.to_thread(self.store.release, record.id, self.runner_id)
         except LedgerUnavailable:
             log.warning("batch runner: the ledger database is unavailable; batch %s is retried", record.id)
         except Exception:
             log.exception("batch runner: unexpected error in batch %s", record.id)
+
+    async def _keep_lease(self, batch_id: str) -> None:
+        """Renew the lease while the batch runs; stop its lines if the lease was lost or the batch was cancelled
+        through another server sharing the ledger."""
+        renewed = self._now()
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            try:
+                if self._now() - renewed >= LEASE_SECONDS / 3:
+                    if not await asyncio.to_thread(self.store.claim, batch_id, self.runner_id, self._now(),
+                                                   LEASE_SECONDS):
+                        log.warning("batch %s: its lease passed to another runner; stopping here", batch_id)
+                        if (active := self._active.get(batch_id)) is not None:
+                            active.lost = True
+                        self.cancel(batch_id)
+                        return
+                    renewed = self._now()
+                if (await asyncio.to_thread(self.store.get, batch_id)).status == "cancelling":
+                    self.cancel(batch_id)
+            except LedgerUnavailable:
+                continue
 
     async def _process(self, record: BatchRecord) -> None:
         record = await asyncio.to_thread(self.store.get, record.id)  # it may have changed while it queued
@@ -166,11 +203,13 @@ class BatchRunner(Generic[CallT]):
         if record.status == "validating":
             record, prepared = await asyncio.to_thread(self._validate, record)
         if record.status == "in_progress" and record.expires_at > self._now():
-            self._active[record.id] = _Active()
+            self._active[record.id] = active = _Active()
             try:
                 await self._run_lines(record, prepared)
             finally:
                 del self._active[record.id]
+            if active.lost:  # the runner that took the lease over finishes it
+                return
             record = await asyncio.to_thread(self.store.get, record.id)
         if record.status in ("in_progress", "finalizing", "cancelling"):
             await asyncio.to_thread(self._finalize, record)

@@ -25,12 +25,13 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    or_,
     select,
     update,
 )
 
 from minimill.batch.paging import after_cursor
-from minimill.billing.ledger import Ledger, LedgerEntry
+from minimill.billing.ledger import Ledger, LedgerEntry, add_missing_columns
 from minimill.billing.prices import Cost
 from minimill.errors import InvalidRequest, NotFound
 
@@ -57,6 +58,9 @@ batches = Table(
     Column("output_file_id", String(64), nullable=True),
     Column("error_file_id", String(64), nullable=True),
     Column("errors", Text, nullable=True),
+    # Which runner works on the batch, until when: replicas sharing a ledger never run one batch twice.
+    Column("runner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
 )
 lines = Table(
     "batch_lines", metadata,
@@ -118,6 +122,7 @@ class BatchStore:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         metadata.create_all(ledger.engine)
+        add_missing_columns(ledger.engine, batches)  # a ledger made before leases
 
     def create(self, *, tenant: str, endpoint: str, input_file_id: str, completion_window: str,
                window_seconds: float, meta: dict[str, str] | None) -> BatchRecord:
@@ -169,6 +174,21 @@ class BatchStore:
             done = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status.in_(only_from))
                                 .values(status=status, **values))
         return done.rowcount == 1
+
+    def claim(self, batch_id: str, runner: str, now: float, seconds: float) -> bool:
+        """Take (or renew) the lease on a batch for `seconds`: True if `runner` holds it now. A lease another
+        runner holds is taken only once it has lapsed (its server died or hangs)."""
+        free = or_(batches.c.runner.is_(None), batches.c.runner == runner, batches.c.lease_until < now)
+        with self.ledger.transaction() as conn:
+            done = conn.execute(update(batches).where(batches.c.id == batch_id, free)
+                                .values(runner=runner, lease_until=now + seconds))
+        return done.rowcount == 1
+
+    def release(self, batch_id: str, runner: str) -> None:
+        """Give up `runner`'s lease on a batch (if it still holds it)."""
+        with self.ledger.transaction() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.runner == runner)
+                         .values(runner=None, lease_until=None))
 
     def cancel(self, tenant: str, batch_id: str) -> BatchRecord:
         """Ask a running batch to stop: status cancelling (the runner finishes the job)."""

@@ -167,7 +167,7 @@ class TierStore:
         with self._lock:
             if name in self._ram:
                 return "ram"
-            return "disk" if _file_name(name) in self._disk else None
+            return "disk" if self._on_disk(_file_name(name)) else None
 
     # ---- operations ---------------------------------------------------------------------------
     def put(self, name: str, entry: StoredKV, landed: Callable[[], None] | None = None) -> None:
@@ -222,7 +222,7 @@ class TierStore:
         few entries are held so; a write or drop in between makes `get` read the file itself."""
         file = _file_name(name)
         with self._lock:
-            if (self.directory is None or name in self._ram or file not in self._disk or file in self._pending
+            if (self.directory is None or name in self._ram or not self._on_disk(file) or file in self._pending
                     or file in self._staged):
                 return
             changes = self._changes
@@ -398,9 +398,22 @@ class TierStore:
             (self.directory / victim).unlink(missing_ok=True)
             self.counters.evictions["disk"] += 1
 
+    def _on_disk(self, file: str) -> bool:
+        """Whether `file` is in the directory: known, or written since by another process sharing it (replicas
+        on one disk tier load each other's caches instead of recomputing them)."""
+        if file in self._disk:
+            return True
+        if self.directory is None or self._disk_off:
+            return False
+        try:
+            self._disk[file] = (self.directory / file).stat().st_size
+        except OSError:
+            return False
+        return True
+
     def _read(self, name: str) -> StoredKV | None:
         file = _file_name(name)
-        if self.directory is None or file not in self._disk:
+        if self.directory is None or not self._on_disk(file):
             return None
         if (waiting := self._pending.get(file)) is not None:
             self._disk.move_to_end(file)

@@ -3,6 +3,8 @@ would (same schemas, same `Call`), at batch priority, reusing its group's prefix
 
 from __future__ import annotations
 
+import hashlib
+import socket
 import time
 import uuid
 from typing import Any
@@ -60,7 +62,12 @@ class BatchLines:
         return describe(exc)
 
 
-def batch_runner(runtime: Runtime) -> BatchRunner[Call]:
-    """The Batch API's runner over `runtime`'s stores, meter and engines, its lines run by `BatchLines`."""
+def batch_runner(runtime: Runtime, runner_id: str | None = None) -> BatchRunner[Call]:
+    """The Batch API's runner over `runtime`'s stores, meter and engines, its lines run by `BatchLines`. Its id
+    names it on batch leases: by default this host and data dir, so a restarted server resumes its own batches
+    at once (a replica passes its own)."""
+    if runner_id is None:
+        place = hashlib.sha256(str(runtime.config.data_dir.resolve()).encode()).hexdigest()[:12]
+        runner_id = f"{socket.gethostname()[:40]}:{place}"
     return BatchRunner(runtime.batches, runtime.files, BatchLines(runtime), runtime.meter, runtime.engines,
-                       runtime.config.batch)
+                       runtime.config.batch, runner_id)

@@ -222,3 +222,22 @@ def test_landed_is_called_once_the_file_is_on_disk_or_never_will_be(tmp_path: Pa
     tiers.put("c", entry(3, durable=True), lambda: calls.append("c"))
     assert tiers.flush(timeout=5) and calls[-1] == "c" and not tiers.disk_enabled  # a failed disk releases it too
     tiers.close()
+
+
+def test_two_stores_on_one_directory_read_what_the_other_wrote(tmp_path: Path) -> None:
+    # Replicas share the disk tier: a cache one of them computed is loaded by the other, not recomputed.
+    clock = Clock()
+    first, second = store(tmp_path, clock), store(tmp_path, clock)
+    assert second.tier_of("cache:x") is None and second.get("cache:x") is None
+    first.put("cache:x", entry(7, durable=True))
+    assert first.flush(5)
+    assert second.tier_of("cache:x") == "disk"
+    got = second.get("cache:x")
+    assert got is not None and got[1] == "disk" and got[0].data == entry(7).data
+    first.drop("cache:x")  # gone from the directory: the other still has its RAM copy, and no file
+    assert not any(tmp_path.glob("*.kv"))
+    third = store(tmp_path, clock)
+    assert third.get("cache:x") is None and third.tier_of("cache:x") is None
+    first.close()
+    second.close()
+    third.close()

@@ -1,0 +1,133 @@
+"""Routing among replicas without Ray: routing keys from a request, what a replica holds, and the choice."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minimill.scale.affinity import (
+    BLOCK_CHARS,
+    IMBALANCE,
+    Holdings,
+    ReplicaView,
+    RoutingKeys,
+    block_digests,
+    choose,
+    keys_for,
+    prompt_text,
+)
+
+CHAT = "/v1/chat/completions"
+SYSTEM = "You clean CSV rows. " * 40  # 800 characters: 12 whole blocks
+
+
+def chat(*contents: str, key: str = "k1", **extra: object) -> RoutingKeys:
+    messages = [{"role": "system" if i == 0 else "user", "content": c} for i, c in enumerate(contents)]
+    body = json.dumps({"model": "m", "messages": messages, **extra}).encode()
+    return keys_for(CHAT, {"authorization": f"Bearer {key}"}, body)
+
+
+def view(name: str, in_flight: int = 0, *served: RoutingKeys) -> ReplicaView:
+    replica = ReplicaView(name, in_flight)
+    for keys in served:
+        replica.holdings.add(keys)
+    return replica
+
+
+def test_keys_name_the_tenant_session_cache_and_prompt_blocks() -> None:
+    keys = chat(SYSTEM, "row 1", session_id="s", cache_id="cache_1")
+    assert keys.tenant and keys.session and keys.cache_id == "cache_1"
+    assert len(keys.blocks) == len(prompt_text({"messages": [{"role": "system", "content": SYSTEM},
+                                                              {"role": "user", "content": "row 1"}]})) // BLOCK_CHARS
+    other = chat(SYSTEM, "row 1", key="k2", session_id="s")
+    assert other.tenant != keys.tenant and other.session != keys.session  # one tenant's session is not another's
+    assert not set(other.blocks) & set(keys.blocks)  # nor its prefixes
+    assert chat(SYSTEM, "row 1", prompt_cache_key="s").session == keys.session  # OpenAI's name for the same thing
+
+
+def test_requests_without_a_prompt_are_keyed_by_tenant_alone() -> None:
+    headers = {"authorization": "Bearer k1"}
+    assert keys_for(CHAT, headers, b"{not json") == RoutingKeys(keys_for(CHAT, headers, b"").tenant)
+    assert keys_for(CHAT, headers, b"[1, 2]").blocks == ()
+    assert keys_for("/health", headers, b'{"prompt": "x"}').blocks == ()
+    assert keys_for(CHAT, {}, b"").tenant == ""
+    deep = b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert keys_for(CHAT, headers, deep).blocks == ()  # a hostile body costs the router nothing
+
+
+def test_completion_prompts_are_keyed_too() -> None:
+    headers = {"authorization": "Bearer k1"}
+    one = keys_for("/v1/completions", headers, json.dumps({"prompt": SYSTEM}).encode())
+    listed = keys_for("/v1/completions", headers, json.dumps({"prompt": [SYSTEM, "x"]}).encode())
+    tokens = keys_for("/v1/completions", headers, json.dumps({"prompt": list(range(400))}).encode())
+    assert one.blocks and one.blocks == listed.blocks and tokens.blocks
+
+
+@given(st.text(min_size=0, max_size=600), st.text(min_size=0, max_size=600))
+def test_a_longer_prompt_extends_the_digests_of_its_prefix(head: str, tail: str) -> None:
+    short, long = block_digests("t", head), block_digests("t", head + tail)
+    assert long[: len(short)] == short
+    assert len(long) == len(head + tail) // BLOCK_CHARS
+
+
+@given(st.integers(min_value=0, max_value=20), st.text(min_size=1, max_size=300))
+def test_matched_counts_the_leading_blocks_served(shared_blocks: int, rest: str) -> None:
+    base = "".join(chr(65 + i % 26) * BLOCK_CHARS for i in range(shared_blocks))
+    holdings = Holdings()
+    holdings.add(RoutingKeys("t", blocks=block_digests("t", base + "\0" * BLOCK_CHARS)))
+    asked = block_digests("t", base + rest)
+    assert holdings.matched(asked) >= shared_blocks
+    assert holdings.matched(block_digests("u", base + rest)) == 0  # another tenant matches nothing
+
+
+def test_holdings_are_bounded_and_forget_the_least_recent() -> None:
+    holdings = Holdings(limit=4)
+    first = RoutingKeys("t", session="s0")
+    holdings.add(first)
+    for i in range(1, 5):
+        holdings.add(RoutingKeys("t", session=f"s{i}"))
+    assert not holdings.holds(first) and holdings.holds(RoutingKeys("t", session="s4"))
+    copy = Holdings()
+    copy.merge(holdings.summary())
+    assert copy.summary() == holdings.summary()
+
+
+def test_a_session_goes_to_its_replica_unless_it_is_overloaded() -> None:
+    turn1 = chat(SYSTEM, "hi", session_id="s")
+    replicas = [view("a", 3), view("b", 0), view("c", 1, turn1)]
+    assert choose(turn1, replicas) .ranked[0] == "c"
+    assert choose(turn1, replicas).reason == "session"
+    assert choose(turn1, replicas).ranked == ("c", "b", "a")  # then the others, least loaded first
+    replicas[2].in_flight = IMBALANCE + 1  # the owner is too far behind: the request goes where it waits less
+    choice = choose(turn1, replicas)
+    assert choice.ranked[0] == "b" and choice.reason in ("prefix", "load")
+
+
+def test_a_cache_goes_to_the_replica_that_made_it() -> None:
+    made = view("b")
+    made.holdings.add_cache("cache_9")
+    asked = chat("short", cache_id="cache_9")
+    assert choose(asked, [view("a"), made]).ranked[0] == "b"
+    assert choose(chat("short", cache_id="cache_other"), [view("a", 1), made]).ranked[0] == "b"  # by load
+
+
+def test_the_longest_prefix_wins_and_a_tiny_match_counts_as_none() -> None:
+    system_only = chat(SYSTEM)
+    with_history = chat(SYSTEM, "turn one " * 20)
+    replicas = [view("a", 0), view("b", 2, system_only), view("c", 4, with_history)]
+    assert choose(chat(SYSTEM, "turn one " * 20, "turn two"), replicas).ranked[0] == "c"
+    assert choose(chat(SYSTEM, "another row"), replicas).ranked[0] == "b"  # ties on the prefix: less loaded
+    tiny = chat(SYSTEM[:BLOCK_CHARS] + "x" * 20 * BLOCK_CHARS)  # 1 block of 21 shared: below MIN_MATCH
+    assert choose(tiny, replicas).reason == "load" and choose(tiny, replicas).ranked[0] == "a"
+
+
+def test_no_replicas_no_choice_and_new_prefixes_spread_evenly() -> None:
+    assert choose(chat("x"), []).ranked == ()
+    replicas = [view(name) for name in "abcd"]
+    firsts = Counter(choose(chat(f"Conversation {i}. " + SYSTEM), replicas).ranked[0] for i in range(400))
+    assert set(firsts) == set("abcd") and min(firsts.values()) > 60  # about 100 each
+    same = {choose(chat("Conversation 1. " + SYSTEM, f"row {i}"), replicas).ranked[0] for i in range(20)}
+    assert len(same) == 1  # one prefix, one replica, even before any was served
