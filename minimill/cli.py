@@ -114,6 +114,9 @@ def serve(
     replica_cpus: Annotated[float | None, typer.Option(
         help="CPUs declared per replica (and its engine's threads unless --threads) [1].")] = None,
     replica_gpus: Annotated[float | None, typer.Option(help="GPUs declared per replica [0].")] = None,
+    replica_router: Annotated[str | None, typer.Option(
+        help="How requests are spread over replicas: affinity (session, cache, prefix, then load), round_robin, "
+             "or ray_prefix (Ray Serve LLM's prefix router on the prompt text) [affinity].")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
 ) -> None:
     """Load the model(s) and serve the OpenAI-compatible API."""
@@ -140,7 +143,8 @@ def serve(
                               default_model=default_model,
                               default_quality_ratio=default_quality_ratio,
                               min_confidence=min_confidence, replicas=replicas, max_replicas=max_replicas,
-                              ray_address=ray_address, replica_cpus=replica_cpus, replica_gpus=replica_gpus)
+                              ray_address=ray_address, replica_cpus=replica_cpus, replica_gpus=replica_gpus,
+                              router=replica_router)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     _self_test(config)
@@ -181,6 +185,26 @@ def _serve_replicas(config: Config) -> None:
     console.print(f"starting {scale.replicas} replica(s) of {', '.join(config.models)} on {where}; "
                   f"minimill listening on http://{config.server.host}:{config.server.port}/v1")
     deployments.run_until_stopped(config)
+
+
+@app.command("replicas")
+def replicas_command(
+    count: Annotated[int, typer.Argument(min=1, help="How many replicas to run from now on.")],
+    ray_address: Annotated[str | None, typer.Option(
+        help="The Ray cluster `serve --replicas` runs on [the local instance it started on this host].")] = None,
+) -> None:
+    """Add or remove replicas of a running `minimill serve --replicas N` (started without --max-replicas)."""
+    try:
+        from minimill.scale import deployments
+    except ImportError as exc:
+        console.print(f"[bold red]replicas needs Ray Serve:[/bold red] pip install 'minimill[ray]' ({exc})")
+        raise typer.Exit(2) from exc
+    try:
+        deployments.scale_to(count, ray_address)
+    except Exception as exc:  # no cluster, no application, or an autoscaled one: say which, not a trace
+        console.print(f"[bold red]could not set the replicas:[/bold red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"minimill now runs {count} replica(s); new ones answer once their models are loaded")
 
 
 def _self_test(config: Config) -> None:

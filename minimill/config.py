@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KVType = Literal["f16", "bf16", "q8_0", "q4_0"]
 SpecMethod = Literal["ngram", "draft", "off"]  # speculative decoding: prompt lookup, the draft model, none
+# How requests are spread over replicas: minimill's own (session, cache, prefix, load), round robin, or Ray Serve
+# LLM's PrefixCacheAffinityRouter on the prompt text (the last two to compare against).
+ReplicaRouter = Literal["affinity", "round_robin", "ray_prefix"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class ScaleConfig:
     ray_address: str | None = None
     replica_cpus: float = 1.0  # declared to Ray per replica; also its engine's threads unless --threads is given
     replica_gpus: float = 0.0
+    router: ReplicaRouter = "affinity"
     stats_period: float = 1.0  # seconds between a replica's reports of what it holds to the router
     object_store_bytes: int = 128 << 20  # a local Ray instance's object store: requests and answers are small
 
@@ -349,6 +353,7 @@ class EnvSettings(BaseSettings):
     ray_address: str | None = None
     replica_cpus: float | None = Field(default=None, gt=0)
     replica_gpus: float | None = Field(default=None, ge=0)
+    router: ReplicaRouter | None = None
     data_dir: Path | None = None
 
     @field_validator("models", "api_keys", "admin_keys", "upstreams", mode="before")

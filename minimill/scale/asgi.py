@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message
 
-from minimill.scale.affinity import RoutingKeys
+from minimill.scale.affinity import RoutingKeys, prompt_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,15 @@ class Forwarded:
     body: bytes
     client: tuple[str, int] | None
     keys: RoutingKeys
+
+    @property
+    def prompt(self) -> str:
+        """The prompt's text (what Ray Serve LLM's prefix router matches on; never empty, as it divides by it)."""
+        try:
+            body = json.loads(self.body)
+        except (ValueError, RecursionError):
+            return " "
+        return (prompt_text(body) if isinstance(body, dict) else "") or " "
 
 
 @dataclass(frozen=True, slots=True)

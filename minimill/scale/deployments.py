@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, cast
@@ -22,6 +23,8 @@ from typing import Any, cast
 import ray
 from ray import serve
 from ray.exceptions import RayActorError
+from ray.serve._private.common import DeploymentID
+from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 from ray.serve.config import AutoscalingConfig, HTTPOptions, RequestRouterConfig
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica
@@ -43,6 +46,7 @@ INGRESS = "minimill-ingress"
 ATTEMPTS = 2  # a request whose replica died before answering is tried once more, on another replica
 # The engine queues and refuses (429) by itself: Ray Serve's own limit must never be what refuses first.
 MAX_ONGOING = 4096
+UNCONFIRMED_SECONDS = 60.0  # a request chosen for a replica but never sent there stops counting after this
 
 
 class Replica:
@@ -93,45 +97,95 @@ class AffinityRouter(RequestRouter):
         self._imbalance = int(kwargs.get("imbalance", IMBALANCE))
         self._views: dict[str, ReplicaView] = {}
         self._reports: dict[str, int] = {}  # replica -> id() of the last routing stats merged
-        self._routed: dict[str, str] = {}  # internal request id -> replica
+        # internal request id -> (replica counted for it, whether Ray confirmed it went there, when it was chosen)
+        self._counted: dict[str, tuple[str, bool, float]] = {}
 
-    def _view(self, replica: RunningReplica) -> ReplicaView:
-        view = self._views.setdefault(replica.replica_id.unique_id, ReplicaView(replica.replica_id.unique_id))
+    def _view(self, replica_id: str) -> ReplicaView:
+        return self._views.setdefault(replica_id, ReplicaView(replica_id))
+
+    def _merged(self, replica: RunningReplica) -> ReplicaView:
+        view = self._view(replica.replica_id.unique_id)
         stats = replica.routing_stats
         if stats and self._reports.get(view.id) != id(stats):
             view.holdings.merge(stats)
             self._reports[view.id] = id(stats)
         return view
 
+    def _count(self, request_id: str, replica_id: str, confirmed: bool) -> None:
+        """Count a request in flight on `replica_id` (moving it if it was counted elsewhere)."""
+        previous = self._counted.get(request_id)
+        if previous is not None and previous[0] != replica_id:
+            self._uncount(request_id)
+        if previous is None or previous[0] != replica_id:
+            self._view(replica_id).in_flight += 1
+        self._counted[request_id] = (replica_id, confirmed, time.monotonic())
+
+    def _uncount(self, request_id: str) -> None:
+        counted = self._counted.pop(request_id, None)
+        if counted is not None and (view := self._views.get(counted[0])) is not None:
+            view.in_flight = max(0, view.in_flight - 1)
+
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
-        """The best replica alone first, then the others by load (if the best one refuses)."""
+        """The best replica alone first, then the others by load (if the best one refuses). The choice counts at
+        once (in flight, and its prompt as held there), so requests routed together spread and meet as they
+        should before Ray confirms where each went."""
+        stale = time.monotonic() - UNCONFIRMED_SECONDS
+        for request_id in [r for r, (_, confirmed, at) in self._counted.items() if not confirmed and at < stale]:
+            self._uncount(request_id)  # chosen but never sent (cancelled while it waited)
         keys = _keys(pending_request)
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
-        choice = choose(keys, [self._view(r) for r in candidate_replicas], self._imbalance)
+        choice = choose(keys, [self._merged(r) for r in candidate_replicas], self._imbalance)
         if not choice.ranked:
             return []
+        if pending_request is not None:
+            self._count(pending_request.metadata.internal_request_id, choice.ranked[0], confirmed=False)
+            self._view(choice.ranked[0]).holdings.add(keys)
         return [[by_id[choice.ranked[0]]], [by_id[i] for i in choice.ranked[1:]]]
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
                           result: ReplicaResult) -> None:
-        """Count the request in flight and remember its keys as held there."""
-        view = self._views.setdefault(replica_id.unique_id, ReplicaView(replica_id.unique_id))
-        view.in_flight += 1
-        view.holdings.add(_keys(pending_request))
-        self._routed[pending_request.metadata.internal_request_id] = view.id
+        """Count the request where it went and remember its keys as held there."""
+        self._count(pending_request.metadata.internal_request_id, replica_id.unique_id, confirmed=True)
+        self._view(replica_id.unique_id).holdings.add(_keys(pending_request))
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         """The request left its replica."""
-        if self._routed.pop(internal_request_id, None) is not None:
-            view = self._views.get(replica_id.unique_id)
-            if view is not None:
-                view.in_flight = max(0, view.in_flight - 1)
+        self._uncount(internal_request_id)
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         """Forget a dead replica's view (a replacement starts empty)."""
         self._views.pop(replica_id.unique_id, None)
         super().on_replica_actor_died(replica_id)
+
+
+class RoundRobinRouter(RequestRouter):
+    """Each request to the next replica in turn, whatever it holds (the baseline the benchmarks compare with)."""
+
+    def initialize_state(self, **kwargs: Any) -> None:
+        """Called by Ray Serve."""
+        self._turn = 0
+
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
+        """The next replica, then the others."""
+        if not candidate_replicas:
+            return []
+        ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
+        self._turn += 1
+        first = ordered[self._turn % len(ordered)]
+        return [[first], [r for r in ordered if r is not first]]
+
+
+def _router_class(name: str) -> type[RequestRouter]:
+    if name == "round_robin":
+        return RoundRobinRouter
+    if name == "ray_prefix":
+        from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router import (
+            PrefixCacheAffinityRouter,
+        )
+        return PrefixCacheAffinityRouter
+    return AffinityRouter
 
 
 def _keys(pending_request: PendingRequest | None) -> RoutingKeys:
@@ -213,7 +267,7 @@ def application(config: Config) -> Any:
         sizing = {"num_replicas": "auto", "autoscaling_config": AutoscalingConfig(
             min_replicas=scale.replicas, max_replicas=scale.max_replicas,
             target_ongoing_requests=config.engine.max_seqs)}
-    router = RequestRouterConfig(request_router_class=AffinityRouter,  # type: ignore[arg-type]
+    router = RequestRouterConfig(request_router_class=_router_class(scale.router),  # type: ignore[arg-type]
                                  request_routing_stats_period_s=scale.stats_period)  # type: ignore[arg-type]
     replica = serve.deployment(
         name=REPLICA, max_ongoing_requests=MAX_ONGOING, request_router_config=router,
@@ -229,15 +283,36 @@ def application(config: Config) -> Any:
 def start(config: Config) -> None:
     """Join the cluster at `config.scale.ray_address`, or start a local Ray instance on 127.0.0.1, and deploy
     the application listening on `config.server` (returns once every replica is up)."""
-    scale: ScaleConfig = config.scale
+    _join(config.scale)
+    _deploy(config)
+
+
+def _join(scale: ScaleConfig) -> None:
     if scale.ray_address:
         ray.init(address=scale.ray_address, log_to_driver=False)
     else:
         cpus = max(os.cpu_count() or 1, int(scale.replica_cpus * (scale.max_replicas or scale.replicas) + 0.999))
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=cpus,
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=cpus,
                  object_store_memory=scale.object_store_bytes, log_to_driver=False)
+
+
+def _deploy(config: Config) -> None:
     serve.start(http_options=HTTPOptions(host=config.server.host, port=config.server.port))
-    serve.run(application(config), name=APP_NAME, route_prefix="/")
+    # A fixed count may be changed while it runs (`minimill replicas N`); an autoscaled one is Ray's to change.
+    serve.run(application(config), name=APP_NAME, route_prefix="/",
+              external_scaler_enabled=config.scale.max_replicas is None)
+
+
+def scale_to(replicas: int, ray_address: str | None) -> None:
+    """Set the running application's replica count (it must have been started with a fixed count). Joins the
+    cluster at `ray_address`, or the local instance a `minimill serve --replicas` on this host started."""
+    ray.init(address=ray_address or "auto", log_to_driver=False)
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        ray.get(controller.update_deployment_replicas.remote(DeploymentID(name=REPLICA, app_name=APP_NAME),
+                                                             replicas))
+    finally:
+        ray.shutdown()
 
 
 def stop() -> None:
@@ -250,10 +325,11 @@ def stop() -> None:
 def run_until_stopped(config: Config) -> None:
     """`start`, then wait for SIGINT or SIGTERM, then `stop`."""
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    _join(config.scale)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # over Ray's own handlers (set as it starts), which abort
         signal.signal(sig, lambda *_: done.set())
-    start(config)
     try:
+        _deploy(config)
         done.wait()
     finally:
         stop()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +27,8 @@ from minimill.models.catalogue import SMALLEST
 from tests.api.conftest import free_port
 
 ray = pytest.importorskip("ray")
+from ray import serve  # noqa: E402
+
 from minimill.scale import deployments  # noqa: E402  (needs Ray)
 
 KEY = "replica-tenant"
@@ -57,7 +61,9 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Cluster]:
     data: Path = tmp_path_factory.mktemp("data")
     port = free_port()
+    # Half a CPU each: a third replica fits this 2-core host while the test adds one.
     config = build_config(models=[SMALLEST], port=port, kv_size=2048, max_seqs=8, data_dir=data, replicas=2,
+                          replica_cpus=0.5,
                           api_keys=[KEY, "other-tenant"], ledger_url=postgres_url, max_body_bytes=64 * 1024)
     deployments.start(config)
     try:
@@ -168,10 +174,11 @@ def kill(replica: str) -> None:
     ray.kill(actor, no_restart=True)
 
 
-def wait_for_two_replicas(cluster: Cluster) -> set[str]:
+def wait_for_two_replicas(cluster: Cluster, count: int = 2) -> set[str]:
+    """The ids of `count` replicas that answered (short prompts go to any replica)."""
     deadline = time.monotonic() + 120
     seen: set[str] = set()
-    while len(seen) < 2:
+    while len(seen) < count:
         assert time.monotonic() < deadline, seen
         try:
             seen.add(chat(cluster, [{"role": "user", "content": f"ping {len(seen)} {time.monotonic()}"}])[0])
@@ -253,3 +260,21 @@ def test_a_batch_runs_once_across_replicas(cluster: Cluster) -> None:
     assert sorted(o["custom_id"] for o in output) == [f"row-{i}" for i in range(6)]
     billed = [i for i in cluster.ledger_ids() if i.startswith(f"{batch.id}:")]
     assert sorted(i for i in billed if ":prefix:" not in i) == sorted(f"{batch.id}:{n}" for n in range(1, 7))
+
+
+def test_replicas_are_added_and_removed_while_it_runs(cluster: Cluster) -> None:
+    def replicas(count: int) -> None:
+        done = subprocess.run([sys.executable, "-m", "minimill.cli", "replicas", str(count)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    two = wait_for_two_replicas(cluster)
+    replicas(3)
+    three = wait_for_two_replicas(cluster, 3)
+    assert two < three
+    replicas(2)
+    deadline = time.monotonic() + 60
+    while serve.status().applications[deployments.APP_NAME].deployments[deployments.REPLICA].replica_states != {
+            "RUNNING": 2}:
+        assert time.monotonic() < deadline
+        time.sleep(1)

@@ -1,0 +1,112 @@
+"""Issue 17: 2 replicas on Ray Serve with minimill's router, round robin and Ray Serve LLM's prefix router, and one
+replica alone, in one run, on the same model file and threads (1 per replica), one ledger on PostgreSQL.
+
+    python -m bench.replicas --rows 64 --convs 32 --turns 6
+
+- W1, several prefixes: `--prefixes` (4) distinct instruction prefixes (the W1 prefix under a different first
+  line each, as four tenants' jobs would differ), rows interleaved (row i with prefix i mod 4), 4 in flight,
+  ≤24 greedy tokens each. Reported: prompt tokens computed per row (prompt - cached), rows/s, mean TTFT.
+- W6 (`../shared/workloads/w6_convs.json`): plain client, no session id, turn t of every conversation before
+  turn t+1 of any, 4 in flight, whole history resent, 30-token answers. Reported: prompt tokens computed per turn
+  and over new tokens, wall, mean TTFT.
+Servers (`minimill serve`, fresh data dir each): `--replicas 2 --replica-router affinity|round_robin|ray_prefix`,
+and `one replica` (the single-process server, `--threads 1`). Writes bench/results/replicas.json and prints
+Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import client, peers
+from bench.w6_peers import conversations
+from tests.postgres import postgres_server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROUTERS = ("affinity", "round_robin", "ray_prefix")
+
+
+def w1_jobs(rows: int, prefixes: int) -> list[str]:
+    """Row i after prefix i mod `prefixes`; each prefix differs from its first line on."""
+    prefix = (client.WORKLOADS / "w1_prefix.txt").read_text()
+    lines = [line for line in (client.WORKLOADS / "w1_rows.txt").read_text().splitlines() if line.strip()][:rows]
+    return [f"Job {i % prefixes} of the data team.\n{prefix}{line}" for i, line in enumerate(lines)]
+
+
+async def w1(url: str, model: str, jobs: list[str], concurrency: int) -> dict[str, Any]:
+    """Run the rows; totals and means."""
+    async with client.api_client(url) as api:
+        samples, seconds = await client.run_concurrent(jobs, concurrency,
+                                                       lambda c: client.one_chat(api, model, c, 24, False))
+    computed = [s.prompt_tokens - (s.cached_tokens or 0) for s in samples]
+    return {"rows": len(samples), "computed_per_row": round(statistics.fmean(computed), 1),
+            "prompt_per_row": round(statistics.fmean(s.prompt_tokens for s in samples), 1),
+            "wall_s": round(seconds, 1), "rows_per_s": round(len(samples) / seconds, 3),
+            "ttft_mean_s": round(statistics.fmean(s.ttft for s in samples), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--prefixes", type=int, default=4)
+    parser.add_argument("--convs", type=int, default=32)
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--servers", nargs="+", default=[*ROUTERS, "one"], choices=[*ROUTERS, "one"])
+    args = parser.parse_args()
+    spec = json.loads((client.WORKLOADS / "w6_convs.json").read_text())
+    convs = spec["conversations"][: args.convs]
+    answer_tokens = int(spec.get("max_tokens_per_answer", 30))
+    jobs = w1_jobs(args.rows, args.prefixes)
+    results: dict[str, dict[str, Any]] = {}
+    with postgres_server() as ledger_url:
+        for server in args.servers:
+            name = "one replica" if server == "one" else f"2 replicas, {server}"
+            extra = ["-m", args.model, "--ledger-url", ledger_url]
+            extra += [] if server == "one" else ["--replicas", "2", "--replica-router", server]
+            with tempfile.TemporaryDirectory() as data:
+                port = peers.free_port()
+                command = peers.minimill_command(port, 1, [*extra, "--data-dir", data])
+                with peers.running(command, port) as url:
+                    row = {"w1": asyncio.run(w1(url, args.model, jobs, args.concurrency))}
+                    w6 = asyncio.run(conversations(url, args.model, convs, args.turns, args.concurrency,
+                                                   answer_tokens, sessions=False))
+                    row["w6"] = {k: w6[k] for k in ("computed", "new", "computed_per_new", "wall_s", "ttft_mean_s",
+                                                    "requests")}
+                    row["w6"]["computed_per_turn"] = round(w6["computed"] / w6["requests"], 1)
+            results[name] = row
+            print(f"{name}: {row}", flush=True)
+    command_line = (f"python -m bench.replicas --model {args.model} --rows {args.rows} --prefixes {args.prefixes} "
+                    f"--convs {args.convs} --turns {args.turns} --concurrency {args.concurrency} "
+                    f"--servers {' '.join(args.servers)}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "replicas.json").write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "command": command_line, "results": results}, indent=2))
+    base = results.get("2 replicas, round_robin")
+    one = results.get("one replica")
+    print(f"\n{command_line}\n")
+    print("| server | W1 computed / row | vs round robin | W1 rows/s | vs one replica | W1 TTFT s | "
+          "W6 computed / turn | vs round robin | W6 computed / new | W6 wall s | W6 TTFT s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        w1r, w6r = r["w1"], r["w6"]
+        fewer1 = round(base["w1"]["computed_per_row"] / w1r["computed_per_row"], 2) if base else None
+        fewer6 = round(base["w6"]["computed_per_turn"] / w6r["computed_per_turn"], 2) if base else None
+        speed = round(w1r["rows_per_s"] / one["w1"]["rows_per_s"], 2) if one else None
+        print(f"| {name} | {w1r['computed_per_row']} | {fewer1}x fewer | {w1r['rows_per_s']} | {speed}x | "
+              f"{w1r['ttft_mean_s']} | {w6r['computed_per_turn']} | {fewer6}x fewer | {w6r['computed_per_new']} | "
+              f"{w6r['wall_s']} | {w6r['ttft_mean_s']} |")
+
+
+if __name__ == "__main__":
+    main()
