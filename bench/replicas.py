@@ -10,8 +10,9 @@ replica alone, in one run, on the same model file and threads (1 per replica), o
   turn t+1 of any, 4 in flight, whole history resent, 30-token answers. Reported: prompt tokens computed per turn
   and over new tokens, wall, mean TTFT.
 Servers (`minimill serve`, fresh data dir each): `--replicas 2 --replica-router affinity|round_robin|ray_prefix`,
-and `one replica` (the single-process server, `--threads 1`). Writes bench/results/replicas.json and prints
-Markdown tables.
+and `one replica` (the single-process server, `--threads 1`); `--serve-args` adds flags to all (e.g. a RAM tier
+that holds every prefix once across the replicas but not on each). Writes bench/results/NAME.json and prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--servers", nargs="+", default=[*ROUTERS, "one"], choices=[*ROUTERS, "one"])
+    parser.add_argument("--serve-args", default="", help="extra `minimill serve` flags, space-separated")
+    parser.add_argument("--no-w6", action="store_true", help="W1 only")
+    parser.add_argument("--name", default="replicas", help="bench/results/NAME.json")
     args = parser.parse_args()
     spec = json.loads((client.WORKLOADS / "w6_convs.json").read_text())
     convs = spec["conversations"][: args.convs]
@@ -71,25 +75,28 @@ def main() -> None:
     with postgres_server() as ledger_url:
         for server in args.servers:
             name = "one replica" if server == "one" else f"2 replicas, {server}"
-            extra = ["-m", args.model, "--ledger-url", ledger_url]
+            extra = ["-m", args.model, "--ledger-url", ledger_url, *args.serve_args.split()]
             extra += [] if server == "one" else ["--replicas", "2", "--replica-router", server]
             with tempfile.TemporaryDirectory() as data:
                 port = peers.free_port()
                 command = peers.minimill_command(port, 1, [*extra, "--data-dir", data])
                 with peers.running(command, port) as url:
                     row = {"w1": asyncio.run(w1(url, args.model, jobs, args.concurrency))}
-                    w6 = asyncio.run(conversations(url, args.model, convs, args.turns, args.concurrency,
-                                                   answer_tokens, sessions=False))
-                    row["w6"] = {k: w6[k] for k in ("computed", "new", "computed_per_new", "wall_s", "ttft_mean_s",
-                                                    "requests")}
-                    row["w6"]["computed_per_turn"] = round(w6["computed"] / w6["requests"], 1)
+                    if not args.no_w6:
+                        w6 = asyncio.run(conversations(url, args.model, convs, args.turns, args.concurrency,
+                                                       answer_tokens, sessions=False))
+                        row["w6"] = {k: w6[k] for k in ("computed", "new", "computed_per_new", "wall_s",
+                                                        "ttft_mean_s", "requests")}
+                        row["w6"]["computed_per_turn"] = round(w6["computed"] / w6["requests"], 1)
             results[name] = row
             print(f"{name}: {row}", flush=True)
     command_line = (f"python -m bench.replicas --model {args.model} --rows {args.rows} --prefixes {args.prefixes} "
                     f"--convs {args.convs} --turns {args.turns} --concurrency {args.concurrency} "
-                    f"--servers {' '.join(args.servers)}")
+                    f"--servers {' '.join(args.servers)}"
+                    + (f" --serve-args '{args.serve_args}'" if args.serve_args else "")
+                    + (" --no-w6" if args.no_w6 else "") + f" --name {args.name}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "replicas.json").write_text(json.dumps({
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "command": command_line, "results": results}, indent=2))
     base = results.get("2 replicas, round_robin")
@@ -99,13 +106,16 @@ def main() -> None:
           "W6 computed / turn | vs round robin | W6 computed / new | W6 wall s | W6 TTFT s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        w1r, w6r = r["w1"], r["w6"]
+        w1r, w6r = r["w1"], r.get("w6")
         fewer1 = round(base["w1"]["computed_per_row"] / w1r["computed_per_row"], 2) if base else None
-        fewer6 = round(base["w6"]["computed_per_turn"] / w6r["computed_per_turn"], 2) if base else None
         speed = round(w1r["rows_per_s"] / one["w1"]["rows_per_s"], 2) if one else None
+        w6_cells = "| - | - | - | - | -"
+        if w6r is not None:
+            fewer6 = round(base["w6"]["computed_per_turn"] / w6r["computed_per_turn"], 2) if base else None
+            w6_cells = (f"| {w6r['computed_per_turn']} | {fewer6}x fewer | {w6r['computed_per_new']} | "
+                        f"{w6r['wall_s']} | {w6r['ttft_mean_s']}")
         print(f"| {name} | {w1r['computed_per_row']} | {fewer1}x fewer | {w1r['rows_per_s']} | {speed}x | "
-              f"{w1r['ttft_mean_s']} | {w6r['computed_per_turn']} | {fewer6}x fewer | {w6r['computed_per_new']} | "
-              f"{w6r['wall_s']} | {w6r['ttft_mean_s']} |")
+              f"{w1r['ttft_mean_s']} {w6_cells} |")
 
 
 if __name__ == "__main__":

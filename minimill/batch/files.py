@@ -1,7 +1,9 @@
 """Files API storage: a tenant's uploaded files (batch inputs) and the batch output files.
 
-Contents live under the data directory, one file per id, written atomically before the database row
-that makes them visible; metadata lives in the ledger database beside the batches that use them.
+Metadata lives in the ledger database beside the batches that use them. Contents live under the data
+directory, one file per id, written atomically before the database row that makes them visible; or, when
+the ledger is a database server (PostgreSQL), in the database itself, in chunks written in the same
+transaction as the row: replicas on several hosts share the ledger, not a directory.
 """
 
 from __future__ import annotations
@@ -12,7 +14,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from minimill.batch.paging import after_cursor
 from minimill.billing.ledger import Ledger
@@ -20,6 +35,7 @@ from minimill.durable import write_atomically
 from minimill.errors import InsufficientStorage, InvalidRequest, NotFound
 
 UPLOAD_PURPOSES = ("batch",)
+CHUNK_BYTES = 4 << 20  # a file's content in the database: rows of this many bytes (no single huge value)
 
 metadata = MetaData()
 files = Table(
@@ -31,6 +47,12 @@ files = Table(
     Column("bytes", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
+)
+chunks = Table(
+    "file_chunks", metadata,
+    Column("file_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 
@@ -59,6 +81,8 @@ class FileStore:
         self.ledger = ledger
         self.directory = directory
         self.max_bytes = max_bytes
+        # SQLite is one host's file: contents stay on its disk. A database server is shared: contents go in it.
+        self.in_database = ledger.engine.dialect.name != "sqlite"
         directory.mkdir(parents=True, exist_ok=True)
         metadata.create_all(ledger.engine)
 
@@ -78,21 +102,28 @@ class FileStore:
         """Store `data`; with `file_id` given, replace any file of that id (a repeated batch finalisation)."""
         record = FileRecord(id=file_id or f"file-{secrets.token_hex(12)}", tenant=tenant, purpose=purpose,
                             filename=filename[:512] or "file", bytes=len(data), created_at=time.time())
-        try:
-            write_atomically(self.directory / record.id, data)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage("The server has no space left to store this file; nothing was kept.",
-                                          param="file", code="insufficient_storage") from exc
-            raise
+        if not self.in_database:
+            try:
+                write_atomically(self.directory / record.id, data)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise InsufficientStorage("The server has no space left to store this file; nothing was kept.",
+                                              param="file", code="insufficient_storage") from exc
+                raise
         try:
             with self.ledger.transaction() as conn:
                 conn.execute(delete(files).where(files.c.id == record.id))
+                conn.execute(delete(chunks).where(chunks.c.file_id == record.id))
+                if self.in_database:
+                    for seq, start in enumerate(range(0, len(data), CHUNK_BYTES)):
+                        conn.execute(insert(chunks).values(file_id=record.id, seq=seq,
+                                                           data=data[start:start + CHUNK_BYTES]))
                 conn.execute(insert(files).values(id=record.id, tenant=tenant, purpose=purpose,
                                                   filename=record.filename, bytes=record.bytes,
                                                   created_at=record.created_at, deleted=False))
         except Exception:
-            (self.directory / record.id).unlink(missing_ok=True)
+            if not self.in_database:
+                (self.directory / record.id).unlink(missing_ok=True)
             raise
         return record
 
@@ -118,6 +149,14 @@ class FileStore:
     def content(self, tenant: str, file_id: str) -> bytes:
         """The bytes of a file the tenant owns."""
         record = self.get(tenant, file_id)
+        if self.in_database:
+            with self.ledger.engine.connect() as conn:
+                parts = list(conn.scalars(select(chunks.c.data).where(chunks.c.file_id == record.id)
+                                          .order_by(chunks.c.seq)))
+            data = b"".join(parts)
+            if len(data) != record.bytes:
+                raise NotFound(f"the content of file {file_id} is missing", param="file_id")
+            return data
         try:
             return (self.directory / record.id).read_bytes()
         except FileNotFoundError:
@@ -128,5 +167,6 @@ class FileStore:
         record = self.get(tenant, file_id)
         with self.ledger.transaction() as conn:
             conn.execute(update(files).where(files.c.id == file_id).values(deleted=True))
+            conn.execute(delete(chunks).where(chunks.c.file_id == file_id))
         (self.directory / file_id).unlink(missing_ok=True)
         return record

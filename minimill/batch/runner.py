@@ -15,12 +15,13 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from minimill.batch.files import FileStore
-from minimill.batch.grouping import GroupedLine, group_lines
+from minimill.batch.grouping import Group, GroupedLine, group_lines
 from minimill.batch.jsonl import InputLine, LineProblem, parse_input
 from minimill.batch.store import BatchRecord, BatchStore
 from minimill.billing.meter import Meter
@@ -34,6 +35,8 @@ RETRY_SECONDS = 0.5
 # A batch's lease: renewed every third of it while it runs, taken over by another runner once it lapses.
 LEASE_SECONDS = 30.0
 CANCEL_POLL_SECONDS = 2.0  # how soon a cancel sent through another server stops the lines running here
+# Lines a runner claims at once (a part: neighbours in the grouped order, so a part shares its group's prefix).
+PART_LINES = 64
 # the executor's own handle on what a line runs (serving's Call); this module only carries it
 CallT = TypeVar("CallT")
 
@@ -96,6 +99,23 @@ class _Active:
     lost: bool = False  # its lease passed to another runner (this one hung past it)
 
 
+@dataclass(slots=True)
+class _Plan(Generic[CallT]):
+    """A batch's runnable lines grouped by shared prefix and cut into parts (the same for every runner: grouping
+    is deterministic), with this runner's state of each group."""
+
+    runnable: dict[int, tuple[InputLine, PreparedLine[CallT]]]
+    runs: list[_GroupRun]
+    parts: list[list[tuple[int, int]]]  # part -> (line number, group index)
+
+
+def cut_parts(groups: Sequence[Group], size: int) -> list[list[tuple[int, int]]]:
+    """The grouped lines in order, cut every `size` lines: a big group spans several parts, small neighbours
+    share one."""
+    ordered = [(number, index) for index, group in enumerate(groups) for number in group.lines]
+    return [ordered[start:start + size] for start in range(0, len(ordered), size)]
+
+
 def error_line(line: int, custom_id: str | None, problem: LineProblem, status: int | None = None,
                body: dict[str, Any] | None = None) -> dict[str, Any]:
     """An error-file line: OpenAI's shape, with the input line's number in `error.line`."""
@@ -120,6 +140,7 @@ class BatchRunner(Generic[CallT]):
         self._now = clock
         self._wake = asyncio.Event()
         self._active: dict[str, _Active] = {}  # batch id -> the batch being run and its workers
+        self._helped: dict[str, _Plan[CallT]] = {}  # the plan of the batch this runner last helped with
         # Its name on the leases of the batches it runs (servers sharing a ledger take turns, never both).
         self.runner_id = runner_id or f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
@@ -164,8 +185,10 @@ class BatchRunner(Generic[CallT]):
         what fails logged: one bad batch is retried on a later pass, never fatal."""
         try:
             if not await asyncio.to_thread(self.store.claim, record.id, self.runner_id, self._now(), LEASE_SECONDS):
+                if record.status == "in_progress":  # another runner owns it: take parts of its lines beside it
+                    await self._help(record)
                 return
-            keeper = asyncio.create_task(self._keep_lease(record.id))
+            keeper = asyncio.create_task(self._keep_lease(record.id, owner=True))
             try:
                 await self._process(record)
             finally:
@@ -176,16 +199,18 @@ class BatchRunner(Generic[CallT]):
         except Exception:
             log.exception("batch runner: unexpected error in batch %s", record.id)
 
-    async def _keep_lease(self, batch_id: str) -> None:
-        """Renew the lease while the batch runs; stop its lines if the lease was lost or the batch was cancelled
-        through another server sharing the ledger."""
+    async def _keep_lease(self, batch_id: str, owner: bool) -> None:
+        """Renew the leases (the batch's, for its owner, and the parts held) while the batch runs; stop its lines
+        if the batch's lease was lost or the batch was cancelled through another server sharing the ledger."""
         renewed = self._now()
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             try:
                 if self._now() - renewed >= LEASE_SECONDS / 3:
-                    if not await asyncio.to_thread(self.store.claim, batch_id, self.runner_id, self._now(),
-                                                   LEASE_SECONDS):
+                    await asyncio.to_thread(self.store.renew_parts, batch_id, self.runner_id, self._now(),
+                                            LEASE_SECONDS)
+                    if owner and not await asyncio.to_thread(self.store.claim, batch_id, self.runner_id,
+                                                             self._now(), LEASE_SECONDS):
                         log.warning("batch %s: its lease passed to another runner; stopping here", batch_id)
                         if (active := self._active.get(batch_id)) is not None:
                             active.lost = True
@@ -205,7 +230,13 @@ class BatchRunner(Generic[CallT]):
         if record.status == "in_progress" and record.expires_at > self._now():
             self._active[record.id] = active = _Active()
             try:
-                await self._run_lines(record, prepared)
+                plan = await asyncio.to_thread(self._plan, record, prepared)
+                # Other runners may hold parts: wait for them (or for their leases to lapse, then take the parts).
+                while await self._run_parts(record, plan) and not active.cancelled and not active.lost:
+                    await asyncio.sleep(CANCEL_POLL_SECONDS)
+                    record = await asyncio.to_thread(self.store.get, record.id)
+                    if record.status != "in_progress" or record.expires_at <= self._now():
+                        break
             finally:
                 del self._active[record.id]
             if active.lost:  # the runner that took the lease over finishes it
@@ -213,6 +244,23 @@ class BatchRunner(Generic[CallT]):
             record = await asyncio.to_thread(self.store.get, record.id)
         if record.status in ("in_progress", "finalizing", "cancelling"):
             await asyncio.to_thread(self._finalize, record)
+
+    async def _help(self, record: BatchRecord) -> None:
+        """Run parts of a batch another runner owns (it validates and finalizes), while any is left to take."""
+        if record.expires_at <= self._now() or record.id in self._active:
+            return
+        self._active[record.id] = _Active()
+        keeper = asyncio.create_task(self._keep_lease(record.id, owner=False))
+        try:
+            plan = self._helped.get(record.id)
+            if plan is None:
+                plan = await asyncio.to_thread(self._plan, record, None)
+                self._helped = {record.id: plan}  # one at a time: a plan holds every line's tokens
+            if not await self._run_parts(record, plan):
+                self._helped.pop(record.id, None)
+        finally:
+            keeper.cancel()
+            del self._active[record.id]
 
     # ---- validation -----------------------------------------------------------------------------
     def _read(self, record: BatchRecord) -> tuple[list[InputLine], dict[str, Any] | None]:
@@ -257,27 +305,56 @@ class BatchRunner(Generic[CallT]):
             return None
 
     # ---- running --------------------------------------------------------------------------------
-    async def _run_lines(self, record: BatchRecord, prepared: list[_Prepared[CallT]] | None) -> None:
-        """Run the lines without a row yet, grouped by shared prefix, `concurrency` at a time."""
-        done = await asyncio.to_thread(self.store.done_lines, record.id)
-        if prepared is None:  # resumed (after a restart): read and prepare what is left
-            lines, _ = await asyncio.to_thread(self._read, record)
-            todo = [line for line in lines if line.number not in done]
-            prepared = await asyncio.to_thread(lambda: [(line, self._prepare(record, line)) for line in todo])
-        runnable = {line.number: (line, p) for line, p in prepared if p is not None and line.number not in done}
+    def _plan(self, record: BatchRecord, prepared: list[_Prepared[CallT]] | None) -> _Plan[CallT]:
+        """Every runnable line of the batch (as validation prepared them, or read and prepared again), grouped by
+        shared prefix and cut into parts. Cut from all lines, not those left, so every runner cuts the same."""
+        if prepared is None:  # resumed after a restart, or helping another runner
+            lines, _ = self._read(record)
+            prepared = [(line, self._prepare(record, line)) for line in lines]  # bad lines' rows exist: no-ops
+        runnable = {line.number: (line, p) for line, p in prepared if p is not None}
         groups = group_lines([GroupedLine(n, p.model, p.prompts[0] if len(p.prompts) == 1 else ())
                               for n, (_, p) in runnable.items()], self.limits.min_group_prefix)
-        queue: asyncio.Queue[tuple[int, _GroupRun]] = asyncio.Queue()
-        runs = [_GroupRun(group.model, group.prefix, remaining=len(group.lines)) for group in groups]
-        for group, run in zip(groups, runs, strict=True):
-            for number in group.lines:
-                queue.put_nowait((number, run))
+        return _Plan(runnable, [_GroupRun(group.model, group.prefix, remaining=0) for group in groups],
+                     cut_parts(groups, PART_LINES))
+
+    async def _run_parts(self, record: BatchRecord, plan: _Plan[CallT]) -> bool:
+        """Run the lines without a row yet, `concurrency` at a time, taking one part after another as long as
+        some part with lines left is free; each group's prefix is computed once for the parts taken here.
+        Returns whether lines are left (in parts other runners hold)."""
         active = self._active[record.id]
+        queue: deque[tuple[int, _GroupRun]] = deque()
+        taking = asyncio.Lock()
+        queued: set[int] = set()  # lines this pass has queued (done, running or waiting here)
+        left = True
+
+        async def take() -> bool:
+            """Claim the next free part with lines left and queue them; False when there is none."""
+            nonlocal left
+            done = await asyncio.to_thread(self.store.done_lines, record.id)
+            held = await asyncio.to_thread(self.store.held_parts, record.id, self.runner_id, self._now())
+            waiting = [i for i, part in enumerate(plan.parts) if any(n not in done for n, _ in part)]
+            left = bool(waiting)
+            for index in (i for i in waiting if i not in held):
+                fresh = [(n, group) for n, group in plan.parts[index] if n not in done and n not in queued]
+                if not fresh or not await asyncio.to_thread(self.store.claim_part, record.id, index, self.runner_id,
+                                                            self._now(), LEASE_SECONDS):
+                    continue
+                for number, group in fresh:
+                    queued.add(number)
+                    plan.runs[group].remaining += 1
+                    queue.append((number, plan.runs[group]))
+                return True
+            return False
 
         async def worker() -> None:
-            while not queue.empty() and not active.cancelled and record.expires_at > self._now():
-                number, run = queue.get_nowait()
-                line, line_prepared = runnable[number]
+            while not active.cancelled and record.expires_at > self._now():
+                if not queue:
+                    async with taking:
+                        if not queue and not await take():
+                            return
+                    continue
+                number, run = queue.popleft()
+                line, line_prepared = plan.runnable[number]
                 try:
                     reuse = await self._group_prefix(record, run) if run.prefix else None
                     await self._run_line(record, line, line_prepared, reuse)
@@ -291,12 +368,18 @@ class BatchRunner(Generic[CallT]):
 
         # A few more workers than batch slots, so a line is always waiting when one finishes.
         concurrency = max((engine.batch_slots for engine in self.engines.values()), default=1) + 2
-        active.workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(runnable)))]
+        active.workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(plan.runnable)))]
         try:
             await asyncio.gather(*active.workers, return_exceptions=True)
         finally:
-            for run in runs:
+            for run in plan.runs:
                 self._release(run)
+                run.remaining = 0
+            await asyncio.to_thread(self.store.release_parts, record.id, self.runner_id)
+        if left:  # what this pass saw may be stale: look once more
+            done = await asyncio.to_thread(self.store.done_lines, record.id)
+            left = any(n not in done for n in plan.runnable)
+        return left
 
     def _release(self, run: _GroupRun) -> None:
         """Unpin a group's prefix (or stop its prefill) once its lines are done or the batch stops."""

@@ -29,6 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from minimill.batch.paging import after_cursor
 from minimill.billing.ledger import Ledger, LedgerEntry, add_missing_columns
@@ -70,6 +71,16 @@ lines = Table(
     Column("ok", Boolean, nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+# Parts of a batch's lines (cut from its groups), each leased to one runner: runners sharing a ledger (replicas)
+# run one batch's parts side by side. A row exists once some runner claimed the part.
+parts = Table(
+    "batch_parts", metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("part", Integer, primary_key=True),
+    Column("runner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
 )
 
 
@@ -188,6 +199,43 @@ class BatchStore:
         """Give up `runner`'s lease on a batch (if it still holds it)."""
         with self.ledger.transaction() as conn:
             conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.runner == runner)
+                         .values(runner=None, lease_until=None))
+
+    def claim_part(self, batch_id: str, part: int, runner: str, now: float, seconds: float) -> bool:
+        """Take (or renew) the lease on one part of a batch's lines, as `claim` does for a batch."""
+        free = or_(parts.c.runner.is_(None), parts.c.runner == runner, parts.c.lease_until < now)
+        with self.ledger.transaction() as conn:
+            done = conn.execute(update(parts).where(parts.c.batch_id == batch_id, parts.c.part == part, free)
+                                .values(runner=runner, lease_until=now + seconds))
+            if done.rowcount == 1:
+                return True
+            if conn.execute(select(parts.c.part).where(parts.c.batch_id == batch_id, parts.c.part == part)).first():
+                return False  # another runner holds it
+        try:  # never claimed: the first to insert its row holds it
+            with self.ledger.transaction() as conn:
+                conn.execute(insert(parts).values(batch_id=batch_id, part=part, runner=runner,
+                                                  lease_until=now + seconds))
+        except IntegrityError:
+            return False
+        return True
+
+    def held_parts(self, batch_id: str, runner: str, now: float) -> set[int]:
+        """The parts of a batch that other runners hold now."""
+        query = select(parts.c.part).where(parts.c.batch_id == batch_id, parts.c.runner.is_not(None),
+                                           parts.c.runner != runner, parts.c.lease_until >= now)
+        with self.ledger.engine.connect() as conn:
+            return set(conn.scalars(query))
+
+    def renew_parts(self, batch_id: str, runner: str, now: float, seconds: float) -> None:
+        """Extend the leases of the parts `runner` holds."""
+        with self.ledger.transaction() as conn:
+            conn.execute(update(parts).where(parts.c.batch_id == batch_id, parts.c.runner == runner)
+                         .values(lease_until=now + seconds))
+
+    def release_parts(self, batch_id: str, runner: str) -> None:
+        """Give up the parts `runner` holds."""
+        with self.ledger.transaction() as conn:
+            conn.execute(update(parts).where(parts.c.batch_id == batch_id, parts.c.runner == runner)
                          .values(runner=None, lease_until=None))
 
     def cancel(self, tenant: str, batch_id: str) -> BatchRecord:

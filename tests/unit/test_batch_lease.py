@@ -1,5 +1,6 @@
-"""Batch leases without a model: servers (replicas) sharing one ledger never run the same batch at once, a
-lapsed lease is taken over, and a batch run by two runners has each line done once."""
+"""Batch leases without a model: servers (replicas) sharing one ledger never run a batch's line twice; a batch
+is owned (validated, finalized) by one runner at a time, a lapsed lease is taken over, and runners sharing a
+batch take parts of its lines side by side."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from minimill.batch import runner as runner_module
 from minimill.batch.files import FileStore
-from minimill.batch.runner import BatchRunner, LineResult, PreparedLine
+from minimill.batch.grouping import Group
+from minimill.batch.runner import BatchRunner, LineResult, PreparedLine, cut_parts
 from minimill.batch.store import BatchStore
 from minimill.billing.ledger import Ledger
 from minimill.billing.meter import Meter
@@ -27,9 +32,10 @@ CHAT = "/v1/chat/completions"
 class Executor:
     """Runs a line by counting it (under the runner's name) and answering a fixed completion."""
 
-    def __init__(self, name: str, ran: Counter[tuple[str, str]]) -> None:
+    def __init__(self, name: str, ran: Counter[tuple[str, str]], seconds: float = 0.01) -> None:
         self.name = name
         self.ran = ran
+        self.seconds = seconds
 
     def prepare(self, tenant: str, endpoint: str, body: dict[str, Any]) -> PreparedLine[str]:
         content = body["messages"][0]["content"]
@@ -38,7 +44,7 @@ class Executor:
     async def execute(self, tenant: str, line: PreparedLine[str], request_id: str,
                       reuse: NamedKV | None) -> LineResult:
         self.ran[(self.name, line.call)] += 1
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(self.seconds)
         body = {"object": "chat.completion", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
         return LineResult(200, body, request_id, Usage(3, 1, 0))
 
@@ -52,10 +58,10 @@ def _stores(tmp_path: Path) -> tuple[Ledger, BatchStore, FileStore]:
 
 
 def _runner(ledger: Ledger, store: BatchStore, files: FileStore, name: str,
-            ran: Counter[tuple[str, str]]) -> BatchRunner[str]:
+            ran: Counter[tuple[str, str]], seconds: float = 0.01) -> BatchRunner[str]:
     zero = Decimal(0)
     meter = Meter(ledger, PriceBook(Prices(zero, zero, zero, zero, zero)))
-    return BatchRunner(store, files, Executor(name, ran), meter, {}, BatchLimits(), runner_id=name)
+    return BatchRunner(store, files, Executor(name, ran, seconds), meter, {}, BatchLimits(), runner_id=name)
 
 
 def _batch(store: BatchStore, files: FileStore, lines: int) -> str:
@@ -129,3 +135,39 @@ def test_a_lapsed_lease_of_a_dead_runner_is_taken_over(tmp_path: Path) -> None:
     asyncio.run(run())
     assert sum(ran.values()) == 4 and {name for name, _ in ran} == {"alive"}
     ledger.close()
+
+
+def test_runners_sharing_a_batch_take_its_parts_side_by_side(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "PART_LINES", 4)
+    ledger, store, files = _stores(tmp_path)
+    ran: Counter[tuple[str, str]] = Counter()
+    # Lines slow enough (0.3 s, 3 at a time) that the second runner's next pass (a second) finds parts left.
+    runners = [_runner(ledger, store, files, name, ran, seconds=0.3) for name in ("a", "b")]
+    batch = _batch(store, files, 24)
+
+    async def run() -> None:
+        tasks = [asyncio.create_task(runner.run()) for runner in runners]
+        deadline = time.monotonic() + 30
+        while store.get(batch).status != "completed":
+            assert time.monotonic() < deadline, store.get(batch).status
+            await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
+    assert Counter(content for (_, content) in ran.elements()) == Counter(f"line {i}" for i in range(24))
+    by_runner = Counter(name for (name, _) in ran.elements())
+    assert by_runner["a"] >= 4 and by_runner["b"] >= 4  # both ran parts of the one batch
+    assert len(store.results(batch, True)) == 24
+    assert store.held_parts(batch, "c", time.time()) == set()  # every part given back
+    ledger.close()
+
+
+def test_cut_parts_keeps_group_order_and_covers_every_line() -> None:
+    groups = [Group("m", (1, 2), (5, 3, 9)), Group("m", (), (1,)), Group("m", (7,), (2, 4, 6, 8, 10))]
+    cut = cut_parts(groups, 4)
+    assert [len(part) for part in cut] == [4, 4, 1]
+    assert [n for part in cut for n, _ in part] == [5, 3, 9, 1, 2, 4, 6, 8, 10]
+    assert cut[0] == [(5, 0), (3, 0), (9, 0), (1, 1)]
