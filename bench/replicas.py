@@ -4,8 +4,9 @@ replica alone, in one run, on the same model file and threads (1 per replica), o
     python -m bench.replicas --rows 64 --convs 32 --turns 6
 
 - W1, several prefixes: `--prefixes` (4) distinct instruction prefixes (the W1 prefix under a different first
-  line each, as four tenants' jobs would differ), rows interleaved (row i with prefix i mod 4), 4 in flight,
-  ≤24 greedy tokens each. Reported: prompt tokens computed per row (prompt - cached), rows/s, mean TTFT.
+  line each, as four tenants' jobs would differ), rows interleaved (row i with prefix i mod 4, or with
+  `--shuffle` the same counts in a seeded random order), 4 in flight, ≤24 greedy tokens each. Reported: prompt
+  tokens computed per row (prompt - cached), rows/s, mean TTFT.
 - W6 (`../shared/workloads/w6_convs.json`): plain client, no session id, turn t of every conversation before
   turn t+1 of any, 4 in flight, whole history resent, 30-token answers. Reported: prompt tokens computed per turn
   and over new tokens, wall, mean TTFT.
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -35,11 +37,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROUTERS = ("affinity", "round_robin", "ray_prefix")
 
 
-def w1_jobs(rows: int, prefixes: int) -> list[str]:
-    """Row i after prefix i mod `prefixes`; each prefix differs from its first line on."""
+def w1_jobs(rows: int, prefixes: int, shuffle: bool) -> list[str]:
+    """Row i after prefix i mod `prefixes` (each prefix differs from its first line on), or, with `shuffle`, the
+    same prefix counts in a seeded random order: a strict cycle lets round robin over an even number of replicas
+    send every row of a prefix to one replica by parity alone."""
     prefix = (client.WORKLOADS / "w1_prefix.txt").read_text()
     lines = [line for line in (client.WORKLOADS / "w1_rows.txt").read_text().splitlines() if line.strip()][:rows]
-    return [f"Job {i % prefixes} of the data team.\n{prefix}{line}" for i, line in enumerate(lines)]
+    order = [i % prefixes for i in range(len(lines))]
+    if shuffle:
+        random.Random(17).shuffle(order)
+    return [f"Job {k} of the data team.\n{prefix}{line}" for k, line in zip(order, lines, strict=True)]
 
 
 async def w1(url: str, model: str, jobs: list[str], concurrency: int) -> dict[str, Any]:
@@ -65,12 +72,13 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=[*ROUTERS, "one"], choices=[*ROUTERS, "one"])
     parser.add_argument("--serve-args", default="", help="extra `minimill serve` flags, space-separated")
     parser.add_argument("--no-w6", action="store_true", help="W1 only")
+    parser.add_argument("--shuffle", action="store_true", help="W1 rows' prefixes in a seeded random order")
     parser.add_argument("--name", default="replicas", help="bench/results/NAME.json")
     args = parser.parse_args()
     spec = json.loads((client.WORKLOADS / "w6_convs.json").read_text())
     convs = spec["conversations"][: args.convs]
     answer_tokens = int(spec.get("max_tokens_per_answer", 30))
-    jobs = w1_jobs(args.rows, args.prefixes)
+    jobs = w1_jobs(args.rows, args.prefixes, args.shuffle)
     results: dict[str, dict[str, Any]] = {}
     with postgres_server() as ledger_url:
         for server in args.servers:
@@ -94,7 +102,8 @@ def main() -> None:
                     f"--convs {args.convs} --turns {args.turns} --concurrency {args.concurrency} "
                     f"--servers {' '.join(args.servers)}"
                     + (f" --serve-args '{args.serve_args}'" if args.serve_args else "")
-                    + (" --no-w6" if args.no_w6 else "") + f" --name {args.name}")
+                    + (" --no-w6" if args.no_w6 else "") + (" --shuffle" if args.shuffle else "")
+                    + f" --name {args.name}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -144,7 +144,7 @@ def serve(
                               default_quality_ratio=default_quality_ratio,
                               min_confidence=min_confidence, replicas=replicas, max_replicas=max_replicas,
                               ray_address=ray_address, replica_cpus=replica_cpus, replica_gpus=replica_gpus,
-                              router=replica_router)
+                              replica_router=replica_router)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     _self_test(config)

@@ -100,7 +100,7 @@ class ScaleConfig:
     ray_address: str | None = None
     replica_cpus: float = 1.0  # declared to Ray per replica; also its engine's threads unless --threads is given
     replica_gpus: float = 0.0
-    router: ReplicaRouter = "affinity"
+    replica_router: ReplicaRouter = "affinity"
     stats_period: float = 1.0  # seconds between a replica's reports of what it holds to the router
     object_store_bytes: int = 128 << 20  # a local Ray instance's object store: requests and answers are small
 
@@ -353,7 +353,7 @@ class EnvSettings(BaseSettings):
     ray_address: str | None = None
     replica_cpus: float | None = Field(default=None, gt=0)
     replica_gpus: float | None = Field(default=None, ge=0)
-    router: ReplicaRouter | None = None
+    replica_router: ReplicaRouter | None = None
     data_dir: Path | None = None
 
     @field_validator("models", "api_keys", "admin_keys", "upstreams", mode="before")

@@ -267,7 +267,7 @@ def application(config: Config) -> Any:
         sizing = {"num_replicas": "auto", "autoscaling_config": AutoscalingConfig(
             min_replicas=scale.replicas, max_replicas=scale.max_replicas,
             target_ongoing_requests=config.engine.max_seqs)}
-    router = RequestRouterConfig(request_router_class=_router_class(scale.router),  # type: ignore[arg-type]
+    router = RequestRouterConfig(request_router_class=_router_class(scale.replica_router),  # type: ignore[arg-type]
                                  request_routing_stats_period_s=scale.stats_period)  # type: ignore[arg-type]
     replica = serve.deployment(
         name=REPLICA, max_ongoing_requests=MAX_ONGOING, request_router_config=router,
