@@ -8,7 +8,8 @@ replica alone, in one run, on the same model file and threads (1 per replica), o
   `--shuffle` the same counts in a seeded random order), 4 in flight, ≤24 greedy tokens each. Reported: prompt
   tokens computed per row (prompt - cached), rows/s, mean TTFT.
 - W6 (`../shared/workloads/w6_convs.json`): plain client, no session id, turn t of every conversation before
-  turn t+1 of any, 4 in flight, whole history resent, 30-token answers. Reported: prompt tokens computed per turn
+  turn t+1 of any (with `--shuffle`, each turn's conversations in a seeded random order), 4 in flight, whole
+  history resent, 30-token answers. Reported: prompt tokens computed per turn
   and over new tokens, wall, mean TTFT.
 Servers (`minimill serve`, fresh data dir each): `--replicas 2 --replica-router affinity|round_robin|ray_prefix`,
 and `one replica` (the single-process server, `--threads 1`); `--serve-args` adds flags to all (e.g. a RAM tier
@@ -72,7 +73,8 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=[*ROUTERS, "one"], choices=[*ROUTERS, "one"])
     parser.add_argument("--serve-args", default="", help="extra `minimill serve` flags, space-separated")
     parser.add_argument("--no-w6", action="store_true", help="W1 only")
-    parser.add_argument("--shuffle", action="store_true", help="W1 rows' prefixes in a seeded random order")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="W1 rows' prefixes, and each W6 turn's conversations, in a seeded random order")
     parser.add_argument("--name", default="replicas", help="bench/results/NAME.json")
     args = parser.parse_args()
     spec = json.loads((client.WORKLOADS / "w6_convs.json").read_text())
@@ -92,7 +94,8 @@ def main() -> None:
                     row = {"w1": asyncio.run(w1(url, args.model, jobs, args.concurrency))}
                     if not args.no_w6:
                         w6 = asyncio.run(conversations(url, args.model, convs, args.turns, args.concurrency,
-                                                       answer_tokens, sessions=False))
+                                                       answer_tokens, sessions=False,
+                                                       shuffle_seed=17 if args.shuffle else None))
                         row["w6"] = {k: w6[k] for k in ("computed", "new", "computed_per_new", "wall_s",
                                                         "ttft_mean_s", "requests")}
                         row["w6"]["computed_per_turn"] = round(w6["computed"] / w6["requests"], 1)

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import platform
+import random
 import statistics
 import time
 from pathlib import Path
@@ -54,8 +55,9 @@ def minimill_counters(base_url: str) -> dict[str, float]:
 
 
 async def conversations(base_url: str, model: str, convs: list[dict[str, Any]], turns: int, concurrency: int,
-                        answer_tokens: int, sessions: bool) -> dict[str, Any]:
-    """Run W6 against one server; totals over every turn."""
+                        answer_tokens: int, sessions: bool, shuffle_seed: int | None = None) -> dict[str, Any]:
+    """Run W6 against one server; totals over every turn. With `shuffle_seed`, the conversations of each turn go
+    in a seeded random order (still every turn t before any turn t+1)."""
     histories = [[{"role": "system", "content": c["system"]}] for c in convs]
     previous = [0] * len(convs)  # the last turn's prompt + answer tokens, per conversation
     computed = new = 0
@@ -79,6 +81,8 @@ async def conversations(base_url: str, model: str, convs: list[dict[str, Any]], 
 
         for turn in range(turns):  # every conversation's turn before the next turn of any
             pending = list(range(len(convs)))
+            if shuffle_seed is not None:
+                random.Random(shuffle_seed + turn).shuffle(pending)
             await asyncio.gather(*(worker(pending, turn) for _ in range(concurrency)))
     wall = time.perf_counter() - started
     return {**minimill_counters(base_url), "computed": computed, "new": new,

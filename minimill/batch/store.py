@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import ColumnElement
 
 from minimill.batch.paging import after_cursor
 from minimill.billing.ledger import Ledger, LedgerEntry, add_missing_columns
@@ -127,6 +128,11 @@ def _record(row: Any) -> BatchRecord:
                        errors=json.loads(r["errors"]) if r["errors"] else None)
 
 
+def _takeable(table: Table, runner: str, now: float) -> ColumnElement[bool]:
+    """A lease row `runner` may take: free, its own, or lapsed."""
+    return or_(table.c.runner.is_(None), table.c.runner == runner, table.c.lease_until < now)
+
+
 class BatchStore:
     """Batches and their finished lines, in the ledger's database. One per runtime."""
 
@@ -189,9 +195,8 @@ class BatchStore:
     def claim(self, batch_id: str, runner: str, now: float, seconds: float) -> bool:
         """Take (or renew) the lease on a batch for `seconds`: True if `runner` holds it now. A lease another
         runner holds is taken only once it has lapsed (its server died or hangs)."""
-        free = or_(batches.c.runner.is_(None), batches.c.runner == runner, batches.c.lease_until < now)
         with self.ledger.transaction() as conn:
-            done = conn.execute(update(batches).where(batches.c.id == batch_id, free)
+            done = conn.execute(update(batches).where(batches.c.id == batch_id, _takeable(batches, runner, now))
                                 .values(runner=runner, lease_until=now + seconds))
         return done.rowcount == 1
 
@@ -203,9 +208,9 @@ class BatchStore:
 
     def claim_part(self, batch_id: str, part: int, runner: str, now: float, seconds: float) -> bool:
         """Take (or renew) the lease on one part of a batch's lines, as `claim` does for a batch."""
-        free = or_(parts.c.runner.is_(None), parts.c.runner == runner, parts.c.lease_until < now)
         with self.ledger.transaction() as conn:
-            done = conn.execute(update(parts).where(parts.c.batch_id == batch_id, parts.c.part == part, free)
+            done = conn.execute(update(parts).where(parts.c.batch_id == batch_id, parts.c.part == part,
+                                                    _takeable(parts, runner, now))
                                 .values(runner=runner, lease_until=now + seconds))
             if done.rowcount == 1:
                 return True

@@ -37,6 +37,7 @@ from minimill.config import Config, ScaleConfig
 from minimill.runtime import Runtime
 from minimill.scale.affinity import IMBALANCE, Holdings, ReplicaView, RoutingKeys, choose, keys_for
 from minimill.scale.asgi import Forwarded, Head, play
+from minimill.serving.errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def _keys(pending_request: PendingRequest | None) -> RoutingKeys:
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
+    return JSONResponse(error_body(message, kind, code=code), status)
 
 
 class Ingress:
