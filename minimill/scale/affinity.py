@@ -36,10 +36,15 @@ class RoutingKeys:
     session: str | None = None
     cache_id: str | None = None
     blocks: tuple[int, ...] = ()
+    seed: str = ""  # a digest of the prompt's beginning ("" without a prompt): where equal loads send it
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # JSON may carry a lone surrogate: still text to hash, never an error
 
 
 def _digest(*parts: str) -> str:
-    return hashlib.blake2b("\0".join(parts).encode(), digest_size=8).hexdigest()
+    return hashlib.blake2b(_bytes("\0".join(parts)), digest_size=8).hexdigest()
 
 
 def tenant_of(headers: Mapping[str, str]) -> str:
@@ -74,9 +79,9 @@ def block_digests(tenant: str, text: str) -> tuple[int, ...]:
     """Chained digests of `text`'s whole blocks: the i-th names the first i+1 blocks, salted by tenant (so one
     tenant's prompt never matches another's)."""
     digests = []
-    chain = hashlib.blake2b(tenant.encode(), digest_size=8)
+    chain = hashlib.blake2b(_bytes(tenant), digest_size=8)
     for start in range(0, min(len(text), BLOCK_CHARS * MAX_BLOCKS) - BLOCK_CHARS + 1, BLOCK_CHARS):
-        chain.update(text[start:start + BLOCK_CHARS].encode())
+        chain.update(_bytes(text[start:start + BLOCK_CHARS]))
         digests.append(int.from_bytes(chain.copy().digest(), "big"))
     return tuple(digests)
 
@@ -95,10 +100,12 @@ def keys_for(path: str, headers: Mapping[str, str], body: bytes) -> RoutingKeys:
         return RoutingKeys(tenant)
     session = parsed.get("session_id") or parsed.get("prompt_cache_key")
     cache_id = parsed.get("cache_id")
+    text = prompt_text(parsed)
     return RoutingKeys(tenant=tenant,
                        session=_digest(tenant, session) if isinstance(session, str) else None,
                        cache_id=cache_id if isinstance(cache_id, str) else None,
-                       blocks=block_digests(tenant, prompt_text(parsed)))
+                       blocks=block_digests(tenant, text),
+                       seed=_digest(tenant, text[:BLOCK_CHARS]) if text else "")
 
 
 class Holdings:
@@ -177,15 +184,15 @@ class Choice:
 def choose(keys: RoutingKeys, replicas: Sequence[ReplicaView], imbalance: int = IMBALANCE) -> Choice:
     """Rank `replicas` for a request: the holder of its session or cache; else the longest prefix match (at
     least MIN_MATCH of its blocks); else the least loaded. A holder loaded `imbalance` more than the least
-    loaded replica is passed over. Ties go to the least loaded, then to the replica the prompt's first block hashes
+    loaded replica is passed over. Ties go to the least loaded, then to the replica the prompt's beginning hashes
 to."""
     if not replicas:
         return Choice((), "none")
     least = min(r.in_flight for r in replicas)
-    # Equal loads are ordered by a hash of the replica with the prompt's first block (rendezvous hashing): new
-    # prefixes spread evenly, and two requests with one new prefix arriving together still meet. A prompt too
-    # short for a block has nothing to meet: it goes anywhere.
-    seed = str(keys.blocks[0]) if keys.blocks else str(random.random())
+    # Equal loads are ordered by a hash of the replica with the prompt's beginning (rendezvous hashing): new
+    # prefixes spread evenly, and two requests with one new prefix (or one short prompt) arriving together still
+    # meet. A request without a prompt goes anywhere.
+    seed = keys.seed or str(random.random())
     by_load = sorted(replicas, key=lambda r: (r.in_flight, _digest(seed, r.id)))
     eligible = [r for r in by_load if r.in_flight <= least + imbalance]
 

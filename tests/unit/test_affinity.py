@@ -54,6 +54,8 @@ def test_requests_without_a_prompt_are_keyed_by_tenant_alone() -> None:
     assert keys_for(CHAT, headers, b"[1, 2]").blocks == ()
     assert keys_for("/health", headers, b'{"prompt": "x"}').blocks == ()
     assert keys_for(CHAT, {}, b"").tenant == ""
+    lone = b'{"messages": [{"role": "user", "content": "\\ud800 lone' + b"x" * 200 + b'"}]}'
+    assert keys_for(CHAT, headers, lone).blocks and keys_for(CHAT, headers, lone).seed  # a lone surrogate hashes
     deep = b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     assert keys_for(CHAT, headers, deep).blocks == ()  # a hostile body costs the router nothing
 
@@ -131,3 +133,8 @@ def test_no_replicas_no_choice_and_new_prefixes_spread_evenly() -> None:
     assert set(firsts) == set("abcd") and min(firsts.values()) > 60  # about 100 each
     same = {choose(chat("Conversation 1. " + SYSTEM, f"row {i}"), replicas).ranked[0] for i in range(20)}
     assert len(same) == 1  # one prefix, one replica, even before any was served
+    short = {choose(chat("Hi"), replicas).ranked[0] for _ in range(20)}
+    assert len(short) == 1  # one short prompt (no whole block) too: a repeat finds its KV
+    assert len({choose(chat(f"Hi {i}"), replicas).ranked[0] for i in range(40)}) == 4  # others spread
+    anywhere = Counter(choose(RoutingKeys("t"), replicas).ranked[0] for _ in range(400))
+    assert min(anywhere.values()) > 60  # no prompt: no reason to prefer one
