@@ -146,9 +146,13 @@ class AffinityRouter(RequestRouter):
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
                           result: ReplicaResult) -> None:
-        """Count the request where it went and remember its keys as held there."""
-        self._count(pending_request.metadata.internal_request_id, replica_id.unique_id, confirmed=True)
-        self._view(replica_id.unique_id).holdings.add(_keys(pending_request))
+        """Count the request where it went and remember its keys as held there (done at the choice already,
+        unless Ray sent it elsewhere)."""
+        request_id, replica = pending_request.metadata.internal_request_id, replica_id.unique_id
+        chosen = self._counted.get(request_id)
+        self._count(request_id, replica, confirmed=True)
+        if chosen is None or chosen[0] != replica:
+            self._view(replica).holdings.add(_keys(pending_request))
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         """The request left its replica."""
