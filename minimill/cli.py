@@ -109,6 +109,11 @@ def serve(
              "minimill[ray]) [1: one process, no Ray].")] = None,
     max_replicas: Annotated[int | None, typer.Option(
         help="Let Ray Serve add replicas up to this many when requests in flight grow [off].")] = None,
+    upscale_delay: Annotated[float | None, typer.Option(
+        help="Autoscaling: seconds requests in flight must stay above --max-seqs per replica before one is "
+             "added [30].")] = None,
+    downscale_delay: Annotated[float | None, typer.Option(
+        help="Autoscaling: seconds they must stay below before one is removed [600].")] = None,
     ray_address: Annotated[str | None, typer.Option(
         help="Join this Ray cluster (e.g. ray://head:10001 or auto) [a local Ray instance on 127.0.0.1].")] = None,
     replica_cpus: Annotated[float | None, typer.Option(
@@ -143,6 +148,7 @@ def serve(
                               default_model=default_model,
                               default_quality_ratio=default_quality_ratio,
                               min_confidence=min_confidence, replicas=replicas, max_replicas=max_replicas,
+                              upscale_delay=upscale_delay, downscale_delay=downscale_delay,
                               ray_address=ray_address, replica_cpus=replica_cpus, replica_gpus=replica_gpus,
                               replica_router=replica_router)
     except ValueError as exc:

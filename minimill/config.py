@@ -97,6 +97,10 @@ class ScaleConfig:
 
     replicas: int = 1
     max_replicas: int | None = None  # set: Ray Serve autoscales between `replicas` and this on requests in flight
+    # Autoscaling (with max_replicas): how long requests in flight must stay above (below) `max_seqs` per
+    # replica before a replica is added (removed). Ray Serve's defaults: quick to add, slow to give back.
+    upscale_delay: float = 30.0
+    downscale_delay: float = 600.0
     ray_address: str | None = None
     replica_cpus: float = 1.0  # declared to Ray per replica; also its engine's threads unless --threads is given
     replica_gpus: float = 0.0
@@ -111,6 +115,8 @@ class ScaleConfig:
             raise ValueError("max_replicas must be at least replicas")
         if self.replica_cpus <= 0 or self.replica_gpus < 0:
             raise ValueError("replica_cpus must be > 0 and replica_gpus >= 0")
+        if self.upscale_delay < 0 or self.downscale_delay < 0:
+            raise ValueError("upscale_delay and downscale_delay must be >= 0")
 
     @property
     def on_ray(self) -> bool:
@@ -350,6 +356,8 @@ class EnvSettings(BaseSettings):
     upstreams: Annotated[list[str] | None, NoDecode] = None
     replicas: int | None = Field(default=None, ge=1)
     max_replicas: int | None = Field(default=None, ge=1)
+    upscale_delay: float | None = Field(default=None, ge=0)
+    downscale_delay: float | None = Field(default=None, ge=0)
     ray_address: str | None = None
     replica_cpus: float | None = Field(default=None, gt=0)
     replica_gpus: float | None = Field(default=None, ge=0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +162,71 @@ class Holdings:
             else:
                 high = middle - 1
         return low
+
+
+class InFlight:
+    """Requests a router sent and has not seen finish, counted per replica. A request counts from the moment it
+    is chosen (so requests routed together spread), moves if it was sent elsewhere, and stops counting when it
+    finishes, or after `unconfirmed_seconds` if it was chosen but never sent. Ray reports where a request went
+    and that it finished from different callbacks in no fixed order (a short answer can finish first), so a
+    finished request is remembered (the last `remember` of them) and never counted again."""
+
+    def __init__(self, unconfirmed_seconds: float = 60.0, remember: int = 4096) -> None:
+        self.unconfirmed_seconds = unconfirmed_seconds
+        self.remember = remember
+        self._where: dict[str, tuple[str, bool, float]] = {}  # request -> (replica, sent there, chosen at)
+        self._per_replica: Counter[str] = Counter()
+        self._finished: OrderedDict[str, None] = OrderedDict()
+
+    def on(self, replica: str) -> int:
+        """How many of this router's requests are in flight on `replica`."""
+        return self._per_replica[replica]
+
+    def where(self, request: str) -> str | None:
+        """The replica `request` counts on (None once finished, or before it was chosen)."""
+        counted = self._where.get(request)
+        return counted[0] if counted else None
+
+    def _place(self, request: str, replica: str, sent: bool, now: float) -> None:
+        if request in self._finished:
+            return
+        self._drop(request)
+        self._where[request] = (replica, sent, now)
+        self._per_replica[replica] += 1
+
+    def _drop(self, request: str) -> None:
+        counted = self._where.pop(request, None)
+        if counted is not None:
+            self._per_replica[counted[0]] -= 1
+            if self._per_replica[counted[0]] <= 0:
+                del self._per_replica[counted[0]]
+
+    def chosen(self, request: str, replica: str, now: float) -> None:
+        """The router picked `replica` for `request` (not yet sent)."""
+        self._place(request, replica, False, now)
+
+    def sent(self, request: str, replica: str, now: float) -> None:
+        """Ray sent `request` to `replica` (the choice, or another replica if the choice refused it)."""
+        self._place(request, replica, True, now)
+
+    def finished(self, request: str) -> None:
+        """`request` left its replica (answered, failed or cancelled)."""
+        self._drop(request)
+        self._finished[request] = None
+        while len(self._finished) > self.remember:
+            self._finished.popitem(last=False)
+
+    def expire(self, now: float) -> None:
+        """Stop counting requests chosen more than `unconfirmed_seconds` ago and never sent (cancelled while
+        they waited)."""
+        stale = now - self.unconfirmed_seconds
+        for request in [r for r, (_, sent, at) in self._where.items() if not sent and at < stale]:
+            self._drop(request)
+
+    def forget(self, replica: str) -> None:
+        """A replica died: its requests no longer count anywhere."""
+        for request in [r for r, (where, _, _) in self._where.items() if where == replica]:
+            self._drop(request)
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ from minimill.api.app import MULTIPART_OVERHEAD_BYTES, create_app
 from minimill.api.door import DoorLimits
 from minimill.config import Config, ScaleConfig
 from minimill.runtime import Runtime
-from minimill.scale.affinity import IMBALANCE, Holdings, ReplicaView, RoutingKeys, choose, keys_for
+from minimill.scale.affinity import IMBALANCE, Holdings, InFlight, ReplicaView, RoutingKeys, choose, keys_for
 from minimill.scale.asgi import Forwarded, Head, play
 from minimill.serving.errors import error_body
 
@@ -98,8 +98,7 @@ class AffinityRouter(RequestRouter):
         self._imbalance = int(kwargs.get("imbalance", IMBALANCE))
         self._views: dict[str, ReplicaView] = {}
         self._reports: dict[str, int] = {}  # replica -> id() of the last routing stats merged
-        # internal request id -> (replica counted for it, whether Ray confirmed it went there, when it was chosen)
-        self._counted: dict[str, tuple[str, bool, float]] = {}
+        self._in_flight = InFlight(UNCONFIRMED_SECONDS)
 
     def _view(self, replica_id: str) -> ReplicaView:
         return self._views.setdefault(replica_id, ReplicaView(replica_id))
@@ -110,37 +109,22 @@ class AffinityRouter(RequestRouter):
         if stats and self._reports.get(view.id) != id(stats):
             view.holdings.merge(stats)
             self._reports[view.id] = id(stats)
+        view.in_flight = self._in_flight.on(view.id)
         return view
-
-    def _count(self, request_id: str, replica_id: str, confirmed: bool) -> None:
-        """Count a request in flight on `replica_id` (moving it if it was counted elsewhere)."""
-        previous = self._counted.get(request_id)
-        if previous is not None and previous[0] != replica_id:
-            self._uncount(request_id)
-        if previous is None or previous[0] != replica_id:
-            self._view(replica_id).in_flight += 1
-        self._counted[request_id] = (replica_id, confirmed, time.monotonic())
-
-    def _uncount(self, request_id: str) -> None:
-        counted = self._counted.pop(request_id, None)
-        if counted is not None and (view := self._views.get(counted[0])) is not None:
-            view.in_flight = max(0, view.in_flight - 1)
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         """The best replica alone first, then the others by load (if the best one refuses). The choice counts at
         once (in flight, and its prompt as held there), so requests routed together spread and meet as they
         should before Ray confirms where each went."""
-        stale = time.monotonic() - UNCONFIRMED_SECONDS
-        for request_id in [r for r, (_, confirmed, at) in self._counted.items() if not confirmed and at < stale]:
-            self._uncount(request_id)  # chosen but never sent (cancelled while it waited)
+        self._in_flight.expire(time.monotonic())
         keys = _keys(pending_request)
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
         choice = choose(keys, [self._merged(r) for r in candidate_replicas], self._imbalance)
         if not choice.ranked:
             return []
         if pending_request is not None:
-            self._count(pending_request.metadata.internal_request_id, choice.ranked[0], confirmed=False)
+            self._in_flight.chosen(pending_request.metadata.internal_request_id, choice.ranked[0], time.monotonic())
             self._view(choice.ranked[0]).holdings.add(keys)
         return [[by_id[choice.ranked[0]]], [by_id[i] for i in choice.ranked[1:]]]
 
@@ -149,18 +133,18 @@ class AffinityRouter(RequestRouter):
         """Count the request where it went and remember its keys as held there (done at the choice already,
         unless Ray sent it elsewhere)."""
         request_id, replica = pending_request.metadata.internal_request_id, replica_id.unique_id
-        chosen = self._counted.get(request_id)
-        self._count(request_id, replica, confirmed=True)
-        if chosen is None or chosen[0] != replica:
+        if self._in_flight.where(request_id) not in (replica, None):
             self._view(replica).holdings.add(_keys(pending_request))
+        self._in_flight.sent(request_id, replica, time.monotonic())
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
-        """The request left its replica."""
-        self._uncount(internal_request_id)
+        """The request left its replica (Ray may say so before it says where the request went)."""
+        self._in_flight.finished(internal_request_id)
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         """Forget a dead replica's view (a replacement starts empty)."""
         self._views.pop(replica_id.unique_id, None)
+        self._in_flight.forget(replica_id.unique_id)
         super().on_replica_actor_died(replica_id)
 
 
@@ -271,7 +255,8 @@ def application(config: Config) -> Any:
     if scale.max_replicas is not None:
         sizing = {"num_replicas": "auto", "autoscaling_config": AutoscalingConfig(
             min_replicas=scale.replicas, max_replicas=scale.max_replicas,
-            target_ongoing_requests=config.engine.max_seqs)}
+            target_ongoing_requests=config.engine.max_seqs, upscale_delay_s=scale.upscale_delay,
+            downscale_delay_s=scale.downscale_delay)}
     router = RequestRouterConfig(request_router_class=_router_class(scale.replica_router),  # type: ignore[arg-type]
                                  request_routing_stats_period_s=scale.stats_period)  # type: ignore[arg-type]
     replica = serve.deployment(

@@ -12,6 +12,7 @@ from minimill.scale.affinity import (
     BLOCK_CHARS,
     IMBALANCE,
     Holdings,
+    InFlight,
     ReplicaView,
     RoutingKeys,
     block_digests,
@@ -138,3 +139,43 @@ def test_no_replicas_no_choice_and_new_prefixes_spread_evenly() -> None:
     assert len({choose(chat(f"Hi {i}"), replicas).ranked[0] for i in range(40)}) == 4  # others spread
     anywhere = Counter(choose(RoutingKeys("t"), replicas).ranked[0] for _ in range(400))
     assert min(anywhere.values()) > 60  # no prompt: no reason to prefer one
+
+
+def test_in_flight_counts_from_the_choice_and_moves_where_the_request_was_sent() -> None:
+    flight = InFlight(unconfirmed_seconds=60)
+    flight.chosen("r1", "a", now=0)
+    assert (flight.on("a"), flight.on("b")) == (1, 0)
+    flight.sent("r1", "b", now=1)  # the choice refused it: Ray sent it to the next one
+    assert (flight.on("a"), flight.on("b"), flight.where("r1")) == (0, 1, "b")
+    flight.sent("r1", "b", now=2)  # told twice: still one
+    assert flight.on("b") == 1
+    flight.finished("r1")
+    assert (flight.on("b"), flight.where("r1")) == (0, None)
+
+
+def test_a_request_that_finishes_before_it_is_confirmed_is_not_counted_again() -> None:
+    # Ray fires the completion callback and the routing callback in no fixed order: a short answer can finish
+    # first. Counting it then would leave its replica loaded forever and send every later request elsewhere.
+    flight = InFlight(unconfirmed_seconds=60, remember=2)
+    flight.chosen("r1", "a", now=0)
+    flight.finished("r1")
+    flight.sent("r1", "a", now=1)
+    assert flight.on("a") == 0
+    for request in ("r2", "r3"):  # only the last `remember` finished requests are remembered
+        flight.finished(request)
+    flight.sent("r1", "a", now=2)
+    assert flight.on("a") == 1
+
+
+def test_chosen_but_never_sent_stops_counting_and_a_dead_replica_counts_nothing() -> None:
+    flight = InFlight(unconfirmed_seconds=60)
+    flight.chosen("waiting", "a", now=0)
+    flight.chosen("sent", "a", now=0)
+    flight.sent("sent", "a", now=1)
+    flight.expire(now=30)
+    assert flight.on("a") == 2
+    flight.expire(now=61)
+    assert (flight.on("a"), flight.where("waiting"), flight.where("sent")) == (1, None, "a")
+    flight.chosen("other", "b", now=62)
+    flight.forget("a")
+    assert (flight.on("a"), flight.on("b")) == (0, 1)
