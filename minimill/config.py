@@ -51,6 +51,9 @@ class EngineConfig:
     # this many bytes, least recently saved out first; 0: dropped. With `retain_ram` only, and a data dir. Off by
     # default until the engine's RSS under it is understood: it grew 44-131 MiB over CI's 60-s soak (flat off).
     prefix_disk_bytes: int = 0
+    # Their directory under the model's tier directory. It is this process's own (emptied when it opens): each
+    # replica sharing a data dir gets its own (`prefixes-replica-<rank>`). Not a flag.
+    prefix_disk_dir: str = "prefixes"
     # Batch API work runs in what online requests leave: at most `batch_step_tokens` a step while online
     # requests are about (one arriving mid-step waits for a short step only), `batch_idle_step_tokens` when
     # none has been seen for 2 s, and `batch_max_seqs` sequences (None: an eighth of max_seqs). Few batch

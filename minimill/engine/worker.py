@@ -57,7 +57,8 @@ def main(conn: Connection, spec: EngineSpec, log_level: int = logging.WARNING) -
     model = LlamaModel(spec.model_path)
     tiers = TierStore(spec.tier_fingerprint, spec.tier_directory, spec.tier_limits)
     config = spec.config
-    prefixes = (PrefixDisk(spec.tier_fingerprint, spec.tier_directory / "prefixes", config.prefix_disk_bytes)
+    prefixes = (PrefixDisk(spec.tier_fingerprint, spec.tier_directory / config.prefix_disk_dir,
+                          config.prefix_disk_bytes)
                 if spec.tier_directory is not None and config.retain_ram and config.prefix_disk_bytes > 0 else None)
     draft = LlamaModel(spec.draft_model_path) if spec.draft_model_path is not None else None
     engine = Engine(spec.name, model, config, metrics, tiers, prefixes, draft)

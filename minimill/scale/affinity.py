@@ -216,6 +216,15 @@ class InFlight:
         while len(self._finished) > self.remember:
             self._finished.popitem(last=False)
 
+    def reported(self, replica: str, ongoing: int, now: float, grace: float = 1.0) -> None:
+        """`replica` says it has `ongoing` requests (from every router). Sent requests counted there beyond that,
+        oldest first, have finished unseen: stop counting them, so a lost completion cannot leave a replica
+        counted busy forever. Those sent in the last `grace` seconds may not have arrived yet, and stay."""
+        mine = sorted((at, request) for request, (where, sent, at) in self._where.items()
+                      if where == replica and sent and at < now - grace)
+        for _, request in mine[:max(0, len(mine) - ongoing)]:
+            self._drop(request)
+
     def expire(self, now: float) -> None:
         """Stop counting requests chosen more than `unconfirmed_seconds` ago and never sent (cancelled while
         they waited)."""

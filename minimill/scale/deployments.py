@@ -57,7 +57,11 @@ class Replica:
 
     async def __init__(self, config: Config) -> None:  # type: ignore[misc]  # Ray Serve awaits it
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.id = serve.get_replica_context().replica_id.unique_id
+        context = serve.get_replica_context()
+        self.id = context.replica_id.unique_id
+        # Disk prefixes are each process's own (it empties their directory as it opens): one per replica rank, so
+        # a replacement takes over its predecessor's files and no two replicas share one.
+        config = replace(config, engine=replace(config.engine, prefix_disk_dir=f"prefixes-replica-{context.rank.rank}"))
         self.runtime = await asyncio.to_thread(Runtime.build, config)  # loads the models: minutes, not the loop
         self.app = create_app(self.runtime, runner_id=f"replica:{self.id}")
         self._lifespan = self.app.router.lifespan_context(self.app)
@@ -84,9 +88,12 @@ class Replica:
         return self.holdings.summary()
 
     async def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._lifespan.__aexit__(None, None, None)
-        await asyncio.to_thread(self.runtime.close)
+        # Ray Serve calls this after an __init__ that failed part way too: close what exists.
+        if (lifespan := getattr(self, "_lifespan", None)) is not None:
+            with contextlib.suppress(Exception):
+                await lifespan.__aexit__(None, None, None)
+        if (runtime := getattr(self, "runtime", None)) is not None:
+            await asyncio.to_thread(runtime.close)
 
 
 class AffinityRouter(RequestRouter):
@@ -140,6 +147,11 @@ class AffinityRouter(RequestRouter):
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         """The request left its replica (Ray may say so before it says where the request went)."""
         self._in_flight.finished(internal_request_id)
+
+    def on_new_queue_len_info(self, replica_id: ReplicaID, num_ongoing_requests: int) -> None:
+        """A replica's own count of its requests: also corrects this router's count if it is higher."""
+        super().on_new_queue_len_info(replica_id, num_ongoing_requests)
+        self._in_flight.reported(replica_id.unique_id, num_ongoing_requests, time.monotonic())
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         """Forget a dead replica's view (a replacement starts empty)."""

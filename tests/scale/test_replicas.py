@@ -64,7 +64,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iter
     # Half a CPU each: a third replica fits this 2-core host while the test adds one.
     config = build_config(models=[SMALLEST], port=port, kv_size=2048, max_seqs=8, data_dir=data, replicas=2,
                           replica_cpus=0.5, max_queue_delay=300,  # a survivor takes a dead replica's load: no 429
-                          api_keys=[KEY, "other-tenant"], ledger_url=postgres_url, max_body_bytes=64 * 1024)
+                          api_keys=[KEY, "other-tenant"], ledger_url=postgres_url, max_body_bytes=64 * 1024,
+                          prefix_disk_bytes=64 << 20)
     deployments.start(config)
     try:
         yield Cluster(f"http://127.0.0.1:{port}", config, postgres_url)
@@ -144,6 +145,13 @@ def create_cache(cluster: Cluster) -> tuple[str, str, int]:
     assert raw.status_code == 200, raw.text
     cache = raw.json()
     return raw.headers["x-minimill-replica"], cache["id"], cache["tokens"]
+
+
+def test_each_replica_keeps_its_disk_prefixes_in_a_directory_of_its_own(cluster: Cluster) -> None:
+    # Each empties its directory as it opens: one shared directory would lose the other replica's files.
+    wait_for_two_replicas(cluster)
+    directories = sorted(p.name for p in cluster.config.data_dir.glob("kv/*/prefixes*"))
+    assert directories == ["prefixes-replica-0", "prefixes-replica-1"]
 
 
 def test_a_cache_is_used_where_it_was_made_and_loaded_from_disk_elsewhere(cluster: Cluster) -> None:

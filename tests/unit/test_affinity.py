@@ -179,3 +179,15 @@ def test_chosen_but_never_sent_stops_counting_and_a_dead_replica_counts_nothing(
     flight.chosen("other", "b", now=62)
     flight.forget("a")
     assert (flight.on("a"), flight.on("b")) == (0, 1)
+
+
+def test_a_replicas_own_count_forgets_the_oldest_requests_counted_beyond_it() -> None:
+    flight = InFlight()
+    for i in range(4):
+        flight.sent(f"r{i}", "a", now=i)
+    flight.sent("new", "a", now=9.5)
+    flight.reported("a", 1, now=10)  # r0..r2 finished unseen; "new" (within the grace second) may not be there yet
+    assert flight.on("a") == 2 and flight.where("r3") == "a" and flight.where("new") == "a"
+    assert flight.where("r0") is None
+    flight.reported("a", 5, now=11)  # a higher count (other routers' requests) changes nothing
+    assert flight.on("a") == 2
