@@ -146,6 +146,11 @@ class Holdings:
         self._touch(self._caches, summary.get("caches", ()))
         self._touch(self._blocks, summary.get("blocks", ()))
 
+    @property
+    def blocks_held(self) -> int:
+        """How many prompt blocks this replica holds (a measure of the KV memory it has given to prefixes)."""
+        return len(self._blocks)
+
     def holds(self, keys: RoutingKeys) -> bool:
         """Whether the request's session or cache was served here."""
         return (keys.session is not None and keys.session in self._sessions) or (
@@ -257,9 +262,10 @@ class Choice:
 
 def choose(keys: RoutingKeys, replicas: Sequence[ReplicaView], imbalance: int = IMBALANCE) -> Choice:
     """Rank `replicas` for a request: the holder of its session or cache; else the longest prefix match (at
-    least MIN_MATCH of its blocks); else the least loaded. A holder loaded `imbalance` more than the least
-    loaded replica is passed over. Ties go to the least loaded, then to the replica the prompt's beginning hashes
-to."""
+    least MIN_MATCH of its blocks); else, for a new prefix, the replica holding the fewest blocks (within one
+    prompt's worth), as SGLang's router sends a miss to its smallest tree, so prefixes fill the replicas' memory
+    evenly; else the least loaded. A replica loaded `imbalance` more than the least loaded one is passed over.
+    Ties go to the least loaded, then to the replica the prompt's beginning hashes to."""
     if not replicas:
         return Choice((), "none")
     least = min(r.in_flight for r in replicas)
@@ -281,4 +287,9 @@ to."""
         best, matched = max(((r, r.holdings.matched(keys.blocks)) for r in eligible), key=lambda item: item[1])
         if matched >= max(1, MIN_MATCH * len(keys.blocks)):
             return ranked(best, "prefix")
+        # A new prefix: its KV will stay where it goes. Where it goes by load alone, the replicas' shares of the
+        # prefixes follow the timing of the arrivals, and the one with more than its memory holds recomputes.
+        room = min(r.holdings.blocks_held for r in eligible)
+        emptiest = next(r for r in eligible if r.holdings.blocks_held < room + len(keys.blocks))
+        return ranked(emptiest, "room")
     return ranked(by_load[0], "load")

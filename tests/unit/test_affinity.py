@@ -106,7 +106,7 @@ def test_a_session_goes_to_its_replica_unless_it_is_overloaded() -> None:
     assert choose(turn1, replicas).ranked == ("c", "b", "a")  # then the others, least loaded first
     replicas[2].in_flight = IMBALANCE + 1  # the owner is too far behind: the request goes where it waits less
     choice = choose(turn1, replicas)
-    assert choice.ranked[0] == "b" and choice.reason in ("prefix", "load")
+    assert choice.ranked[0] == "b" and choice.reason == "room"  # the least loaded of those holding least
 
 
 def test_a_cache_goes_to_the_replica_that_made_it() -> None:
@@ -124,7 +124,7 @@ def test_the_longest_prefix_wins_and_a_tiny_match_counts_as_none() -> None:
     assert choose(chat(SYSTEM, "turn one " * 20, "turn two"), replicas).ranked[0] == "c"
     assert choose(chat(SYSTEM, "another row"), replicas).ranked[0] == "b"  # ties on the prefix: less loaded
     tiny = chat(SYSTEM[:BLOCK_CHARS] + "x" * 20 * BLOCK_CHARS)  # 1 block of 21 shared: below MIN_MATCH
-    assert choose(tiny, replicas).reason == "load" and choose(tiny, replicas).ranked[0] == "a"
+    assert choose(tiny, replicas).reason == "room" and choose(tiny, replicas).ranked[0] == "a"  # a new prefix
 
 
 def test_no_replicas_no_choice_and_new_prefixes_spread_evenly() -> None:
@@ -139,6 +139,24 @@ def test_no_replicas_no_choice_and_new_prefixes_spread_evenly() -> None:
     assert len({choose(chat(f"Hi {i}"), replicas).ranked[0] for i in range(40)}) == 4  # others spread
     anywhere = Counter(choose(RoutingKeys("t"), replicas).ranked[0] for _ in range(400))
     assert min(anywhere.values()) > 60  # no prompt: no reason to prefer one
+
+
+def test_new_prefixes_go_where_fewest_are_held_so_memory_fills_evenly() -> None:
+    replicas = [view("a"), view("b")]
+    placed: Counter[str] = Counter()
+    for i in range(16):  # as the router does: each choice is held at once; "a" is always the busier one
+        keys = chat(f"Job {i}. " + SYSTEM)
+        replicas[0].in_flight = 3
+        choice = choose(keys, replicas)
+        assert choice.reason == "room"
+        placed[choice.ranked[0]] += 1
+        next(r for r in replicas if r.id == choice.ranked[0]).holdings.add(keys)
+    assert placed == {"a": 8, "b": 8}  # load alone would have sent all 16 to "b"
+    rows = {choose(chat(f"Job {i}. " + SYSTEM, "a row"), replicas).ranked[0] for i in range(16)}
+    assert rows == {"a", "b"}  # and each prefix's rows follow it
+    replicas[0].in_flight = 3 + IMBALANCE + 1  # too busy: a new prefix goes to the other, however full
+    replicas[1].holdings.add(chat("Job 99. " + SYSTEM * 3))
+    assert choose(chat("Job 100. " + SYSTEM), replicas).ranked[0] == "b"
 
 
 def test_in_flight_counts_from_the_choice_and_moves_where_the_request_was_sent() -> None:
