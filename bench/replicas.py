@@ -114,21 +114,26 @@ def main() -> None:
     base = results.get("2 replicas, round_robin")
     one = results.get("one replica")
     print(f"\n{command_line}\n")
-    print("| server | W1 computed / row | vs round robin | W1 rows/s | vs one replica | W1 TTFT s | "
+    print("| server | W1 computed / row | vs round robin | W1 rows/s | vs round robin | vs one replica | W1 TTFT s | "
           "W6 computed / turn | vs round robin | W6 computed / new | W6 wall s | W6 TTFT s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(part: str, key: str, of: dict[str, Any] | None, to: dict[str, Any] | None, fewer: bool) -> str:
+        """`of`'s figure over `to`'s (`to`'s over `of`'s when fewer is better), or - without both."""
+        if of is None or to is None or part not in of or part not in to:
+            return "-"
+        a, b = (to[part][key], of[part][key]) if fewer else (of[part][key], to[part][key])
+        return f"{round(a / b, 2)}x" + (" fewer" if fewer else "")
+
     for name, r in results.items():
         w1r, w6r = r["w1"], r.get("w6")
-        fewer1 = round(base["w1"]["computed_per_row"] / w1r["computed_per_row"], 2) if base else None
-        speed = round(w1r["rows_per_s"] / one["w1"]["rows_per_s"], 2) if one else None
         w6_cells = "| - | - | - | - | -"
         if w6r is not None:
-            fewer6 = round(base["w6"]["computed_per_turn"] / w6r["computed_per_turn"], 2) if base else None
-            w6_cells = (f"| {w6r['computed_per_turn']} | {fewer6}x fewer | {w6r['computed_per_new']} | "
-                        f"{w6r['wall_s']} | {w6r['ttft_mean_s']}")
-        print(f"| {name} | {w1r['computed_per_row']} | {fewer1}x fewer | {w1r['rows_per_s']} | {speed}x | "
-              f"{w1r['ttft_mean_s']} {w6_cells} |")
-
+            w6_cells = (f"| {w6r['computed_per_turn']} | {ratio('w6', 'computed_per_turn', r, base, True)} | "
+                        f"{w6r['computed_per_new']} | {w6r['wall_s']} | {w6r['ttft_mean_s']}")
+        print(f"| {name} | {w1r['computed_per_row']} | {ratio('w1', 'computed_per_row', r, base, True)} | "
+              f"{w1r['rows_per_s']} | {ratio('w1', 'rows_per_s', r, base, False)} | "
+              f"{ratio('w1', 'rows_per_s', r, one, False)} | {w1r['ttft_mean_s']} {w6_cells} |")
 
 if __name__ == "__main__":
     main()

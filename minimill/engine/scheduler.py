@@ -46,6 +46,9 @@ ONLINE_QUIET_SECONDS = 2.0
 # At most one step in this many is newcomers' own (`Scheduler._newcomers`): running sequences keep at least
 # three decode steps of four however many tenants keep arriving.
 NEWCOMER_EVERY = 4
+# A finished prefix is not saved to RAM when another holder shares this much of it and then differs: it would
+# hold the shared part twice (see `_save_to_ram`).
+SIBLING_SHARE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,13 @@ def fair_order(queue: Iterable[Sequence], running: Iterable[Sequence]) -> list[S
             ordered.extend(by_tenant[t][rank] for t in turns if rank < len(by_tenant[t]))
     return ordered
 
+
+
+def _has_sibling(index: RadixIndex, namespace: str, tokens: list[int]) -> bool:
+    """Whether a holder in `index` shares at least SIBLING_SHARE of `tokens` and then goes on differently (one
+    that `tokens` extend is an earlier turn of the same chat, not a sibling)."""
+    return any(shared >= SIBLING_SHARE * len(tokens) and shared < len(index.tokens_of(holder))
+               for holder, shared in index.match(namespace, tokens).items())
 
 class Scheduler:
     """Decides each step's work. Mutates only its own queues, the cell model and the prefix index."""
@@ -657,6 +667,11 @@ class Scheduler:
             return
         saved = self.ram.best([seq.tenant], tokens)
         if saved is not None and saved[1] >= len(tokens):  # e.g. what a cut left of a prefix saved whole
+            return
+        # A sibling, live or saved, that shares nearly all of it and then differs (W1: another row after the
+        # same 1,570-token instruction) keeps that prefix already: a copy would hold it again for a few tokens
+        # of its own, and RAM would fill with copies of one prefix. The tail is recomputed if ever resent.
+        if _has_sibling(self.index, seq.tenant, tokens) or _has_sibling(self.ram.index, seq.tenant, tokens):
             return
         self._spills.append(Swap(key=self.ram.reserve(seq.tenant, tokens), slot=slot))
 

@@ -597,6 +597,40 @@ def run_step(s: Scheduler, kv: dict[int, list[int]], swapped: dict[int, list[int
     return plan
 
 
+def test_rows_after_one_prefix_are_saved_to_ram_once_not_once_each() -> None:
+    """W1's shape: rows after one long instruction, one at a time, nothing kept live past its step
+    (`retain_cells` 0). Each row copies the instruction from the row before, whose own tail then leaves the live
+    KV; saving every such row whole would fill RAM with copies of one instruction. One is kept (it holds the
+    instruction), and every row still reuses the whole instruction; a chat's next turn (which extends what
+    was saved) is still saved."""
+    s = Scheduler(SchedulerLimits(kv_cells=1024, max_seqs=4, step_tokens=256, retain_cells=0,
+                                  retain_ram_bytes=1 << 20))
+    kv: dict[int, list[int]] = {}
+    owners: dict[int, Sequence] = {}
+    instruction = list(range(100, 200))
+    rows = []
+    for row in range(6):
+        new = seq(instruction + [1000 + row, 2000 + row], max_tokens=2)
+        owners[new.key] = new
+        s.add(new)
+        while new.status is not SeqStatus.RETAINED:
+            run_step(s, kv, {}, owners)
+        rows.append(new)
+    assert [r.cached_tokens for r in rows] == [0] + [len(instruction)] * 5
+    assert s.ram.counters.saved == 1 and len(s.ram) == 1
+    s.drop_retained()  # everything live leaves (to RAM where worth it): the instruction is held once still
+    if s.has_work:
+        run_step(s, kv, {}, owners)
+    assert s.ram.best([""], instruction + [1]) is not None
+    assert s.ram.counters.saved == 1
+    turn = seq(rows[-1].tokens + [3000, 3001], max_tokens=2)  # the last row's chat goes on: not a sibling
+    owners[turn.key] = turn
+    s.add(turn)
+    while turn.status is not SeqStatus.RETAINED:
+        run_step(s, kv, {}, owners)
+    assert turn.cached_tokens >= len(instruction)
+
+
 def test_with_every_running_slot_taken_a_prefix_saved_in_ram_still_loads_into_a_holder_slot() -> None:
     """B's earlier chat is in RAM; A runs on every slot. B's next turn preempts one of A's sequences for its
     own slot, and loads its history into a holder slot to copy it, instead of recomputing it."""
