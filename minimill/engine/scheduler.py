@@ -115,12 +115,12 @@ def fair_order(queue: Iterable[Sequence], running: Iterable[Sequence]) -> list[S
     return ordered
 
 
-
 def _has_sibling(index: RadixIndex, namespace: str, tokens: list[int]) -> bool:
     """Whether a holder in `index` shares at least SIBLING_SHARE of `tokens` and then goes on differently (one
     that `tokens` extend is an earlier turn of the same chat, not a sibling)."""
     return any(shared >= SIBLING_SHARE * len(tokens) and shared < len(index.tokens_of(holder))
                for holder, shared in index.match(namespace, tokens).items())
+
 
 class Scheduler:
     """Decides each step's work. Mutates only its own queues, the cell model and the prefix index."""
