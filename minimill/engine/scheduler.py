@@ -115,10 +115,10 @@ def fair_order(queue: Iterable[Sequence], running: Iterable[Sequence]) -> list[S
     return ordered
 
 
-def _has_sibling(index: RadixIndex, namespace: str, tokens: list[int]) -> bool:
-    """Whether a holder in `index` shares at least SIBLING_SHARE of `tokens` and then goes on differently (one
-    that `tokens` extend is an earlier turn of the same chat, not a sibling)."""
-    return any(shared >= SIBLING_SHARE * len(tokens) and shared < len(index.tokens_of(holder))
+def _holds_or_sibling(index: RadixIndex, namespace: str, tokens: list[int]) -> bool:
+    """Whether a holder in `index` holds all of `tokens`, or is a sibling: shares at least SIBLING_SHARE of them
+    and then goes on differently (one that `tokens` extend is an earlier turn of the same chat, not a sibling)."""
+    return any(shared >= len(tokens) or SIBLING_SHARE * len(tokens) <= shared < len(index.tokens_of(holder))
                for holder, shared in index.match(namespace, tokens).items())
 
 
@@ -663,15 +663,11 @@ class Scheduler:
         tokens = seq.tokens[: seq.num_computed]
         if not self.ram.wants(len(tokens)):
             return
-        if any(shared >= len(tokens) for shared in self.index.match(seq.tenant, tokens).values()):
-            return
-        saved = self.ram.best([seq.tenant], tokens)
-        if saved is not None and saved[1] >= len(tokens):  # e.g. what a cut left of a prefix saved whole
-            return
-        # A sibling, live or saved, that shares nearly all of it and then differs (W1: another row after the
-        # same 1,570-token instruction) keeps that prefix already: a copy would hold it again for a few tokens
-        # of its own, and RAM would fill with copies of one prefix. The tail is recomputed if ever resent.
-        if _has_sibling(self.index, seq.tenant, tokens) or _has_sibling(self.ram.index, seq.tenant, tokens):
+        # Not when a live prefix or a saved one (e.g. what a cut left of a prefix saved whole) holds all of it.
+        # Nor when a sibling, live or saved, shares nearly all of it and then differs (W1: another row after the
+        # same 1,570-token instruction): that keeps the prefix already, and a copy would hold it again for a few
+        # tokens of its own, until RAM held copies of one prefix. The tail is recomputed if ever resent.
+        if _holds_or_sibling(self.index, seq.tenant, tokens) or _holds_or_sibling(self.ram.index, seq.tenant, tokens):
             return
         self._spills.append(Swap(key=self.ram.reserve(seq.tenant, tokens), slot=slot))
 
